@@ -1,0 +1,3 @@
+from aos.cli.main import main
+
+raise SystemExit(main())

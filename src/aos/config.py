@@ -1,0 +1,178 @@
+"""Configuration: ``$AOS_HOME`` layout, ``aoscb.json`` (the system control block), environment.
+
+``aoscb.json`` at the checkout root holds the defaults; ``$AOS_HOME/aoscb.json`` overrides any
+of its keys (objects are merged key by key). Agent and session settings override both, later.
+This module is imported by the CLI, so it must stay light: no pydantic, psycopg or litellm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CHECKOUT", "Config", "ConfigError", "Paths", "load_config", "load_dotenv"]
+
+#: The source checkout (where the default ``aoscb.json``, ``skills/`` and ``.env`` live).
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+DEFAULTS: dict[str, Any] = {
+    "schema_version": 1,
+    "model": "openrouter/openai/gpt-4o-mini",
+    "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": []},
+    "limits": {
+        "max_steps": 50,
+        "bash_timeout_s": 120,
+        "output_cap_bytes": 65536,
+        "lease_ttl_s": 30,
+        "max_frame_bytes": 16 * 1024 * 1024,
+        "max_in_flight": 64,
+        "drain_timeout_s": 10,
+    },
+    "ui": {"port": 8765},
+}
+
+
+class ConfigError(ValueError):
+    """``aoscb.json`` could not be read or has a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where AOS keeps its files under ``$AOS_HOME``."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        """``$AOS_HOME``, or ``~/.aos``."""
+        return cls(Path(os.environ.get("AOS_HOME") or "~/.aos").expanduser().absolute())
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def kernel_sock(self) -> Path:
+        return self.run / "kernel.sock"
+
+    @property
+    def agent_sock(self) -> Path:
+        return self.run / "agent.sock"
+
+    @property
+    def services(self) -> Path:
+        return self.run / "services"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run / "aos.pid"
+
+    @property
+    def pg(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs / "aos.log"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.logs / "postgres.log"
+
+    @property
+    def workspaces(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def skills(self) -> Path:
+        return self.home / "skills"
+
+    @property
+    def user_config(self) -> Path:
+        return self.home / "aoscb.json"
+
+    def ensure(self) -> None:
+        """Create the folders. ``run/`` is private (0700): it holds the admin socket."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for d in (self.run, self.logs, self.workspaces, self.skills, self.services):
+            d.mkdir(parents=True, exist_ok=True)
+        self.run.chmod(0o700)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged system control block plus where it came from."""
+
+    data: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+
+    def get(self, dotted: str) -> Any:
+        """A value by dotted path, e.g. ``limits.max_frame_bytes``."""
+        cur: Any = self.data
+        for part in dotted.split("."):
+            cur = cur[part]
+        return cur
+
+    def limit(self, name: str) -> int:
+        """An integer from ``limits``."""
+        value = self.data["limits"][name]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"limits.{name} must be a positive integer, got {value!r}")
+        return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+    return data
+
+
+def load_config(paths: Paths) -> Config:
+    """Defaults, then the checkout's ``aoscb.json``, then ``$AOS_HOME/aoscb.json``, then env."""
+    data = dict(DEFAULTS)
+    sources = ["defaults"]
+    for path in (CHECKOUT / "aoscb.json", paths.user_config):
+        if path.exists():
+            data = _merge(data, _read(path))
+            sources.append(str(path))
+    if os.environ.get("AOS_MODEL"):
+        data["model"] = os.environ["AOS_MODEL"]
+        sources.append("AOS_MODEL")
+    cfg = Config(data, sources)
+    for name in DEFAULTS["limits"]:
+        cfg.limit(name)
+    return cfg
+
+
+def load_dotenv() -> None:
+    """Read ``.env`` from the checkout (never overriding variables already set)."""
+    env = CHECKOUT / ".env"
+    if env.exists():
+        from dotenv import load_dotenv as _load
+
+        _load(env, override=False)

@@ -1,0 +1,183 @@
+"""The daemon process: one asyncio loop that owns the database, the sockets and the children.
+
+Start-up, in order: ``$AOS_HOME`` folders, the pid-file lock (a second daemon stops here), child
+subreaper, PostgreSQL (embedded unless ``AOS_DB_URL``), migrations, the durability check, the
+kernel, the kernel socket, then "ready" on the readiness pipe (``aos start`` waits for it).
+
+Stop (SIGTERM or SIGINT; ``aos stop`` sends SIGTERM): stop accepting connections, let in-flight
+requests finish (``limits.drain_timeout_s``), close connections, flush the runtime log, close the
+pool, stop PostgreSQL. A second signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+from aos_sdk.errors import AosError
+
+from .. import __version__
+from ..config import Config, ConfigError, Paths, load_config, load_dotenv
+from ..db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from ..db.store import Store, redact_dsn
+from ..logs import configure, get_logger
+from ..pidlock import DaemonError, PidLock
+from ..redact import refresh_secret_values
+from . import procs
+from .kernel import DatabaseSettings, Kernel
+from .server import serve_kernel_socket
+
+__all__ = ["DaemonError", "PidLock", "run_daemon"]
+
+log = get_logger("aos.daemon")
+
+DB_NAME = "aos"
+
+
+class _Ready:
+    """The readiness pipe from ``aos start``: one line, ``ready`` or ``error: ...``."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def send(self, line: str) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (line.rstrip("\n") + "\n").encode())
+            os.close(self.fd)
+        self.fd = None
+
+
+def run_daemon(
+    *, unsafe_durability: bool = False, ready_fd: int | None = None, foreground: bool = True
+) -> int:
+    """Run the daemon until it is told to stop; returns the process exit code."""
+    ready = _Ready(ready_fd)
+    paths = Paths.from_env()
+    try:
+        paths.ensure()
+        load_dotenv()
+        refresh_secret_values()
+        config = load_config(paths)
+    except (ConfigError, OSError) as exc:
+        ready.send(f"error: {exc}")
+        print(f"aos: {exc}", file=sys.stderr)
+        return 2
+    lock = PidLock(paths.pidfile)
+    try:
+        lock.acquire()
+    except DaemonError as exc:
+        ready.send(f"error: {exc}")
+        print(f"aos: {exc}", file=sys.stderr)
+        return 1
+    try:
+        procs.become_subreaper()
+        configure(paths.log_file, level=os.environ.get("AOS_LOG_LEVEL", "info"), also_stderr=foreground)
+        try:
+            return asyncio.run(_main(paths, config, unsafe_durability, ready))
+        except DaemonError as exc:
+            log.error("aos.start_failed", error=str(exc))
+            ready.send(f"error: {exc}")
+            print(f"aos: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        ready.send("error: the daemon exited during start-up (see the log)")
+        lock.release()
+
+
+async def _main(paths: Paths, config: Config, unsafe_durability: bool, ready: _Ready) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hurry = asyncio.Event()
+    signals = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("aos.signal", signal=signame, count=signals)
+        stop.set()
+        if signals > 1:
+            hurry.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGCHLD, procs.reap_orphans)
+
+    pg: EmbeddedPostgres | None = None
+    url = os.environ.get("AOS_DB_URL")
+    try:
+        if url:
+            dsn, kind = url, "external"
+        else:
+            pg = EmbeddedPostgres(paths.pg, paths.pg_log)
+            try:
+                # Started from the main thread on purpose: the parent-death signal the server
+                # gets is tied to the thread that forked it.
+                pg.start()
+            except EmbeddedPostgresError as exc:
+                raise DaemonError(str(exc)) from exc
+            assert pg.proc is not None
+            procs.track(pg.proc.pid)
+            try:
+                await Store.ensure_database(pg.dsn("postgres"), DB_NAME)
+            except AosError as exc:
+                raise DaemonError(f"cannot create the database: {exc.message}") from exc
+            dsn, kind = pg.dsn(DB_NAME), "embedded"
+        return await _serve(paths, config, dsn, kind, unsafe_durability, ready, stop, hurry)
+    finally:
+        if pg is not None:
+            code = pg.stop()
+            if pg.proc is None and code is not None:
+                log.info("postgres.stopped", code=code)
+        log.info("aos.stopped")
+
+
+async def _serve(
+    paths: Paths,
+    config: Config,
+    dsn: str,
+    kind: str,
+    unsafe_durability: bool,
+    ready: _Ready,
+    stop: asyncio.Event,
+    hurry: asyncio.Event,
+) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(Store.open(dsn))
+        except AosError as exc:
+            raise DaemonError(f"cannot connect to the database {redact_dsn(dsn)}: {exc.message}") from exc
+        applied = await store.migrate()
+        if applied:
+            log.info("db.migrated", versions=applied)
+        settings = await store.durability()
+        unsafe = [f"{k}={v}" for k, v in settings.items() if v == "off"]
+        if unsafe and not unsafe_durability:
+            raise DaemonError(
+                f"the database runs with {', '.join(unsafe)}: acknowledged writes could be lost in a crash. "
+                "Turn it on, or start with --unsafe-durability to accept that."
+            )
+        db = DatabaseSettings(kind=kind, url=redact_dsn(dsn), unsafe_durability=bool(unsafe))
+        kernel = await stack.enter_async_context(Kernel.running(store, config, paths, db))
+        server = await stack.enter_async_context(
+            serve_kernel_socket(
+                kernel,
+                paths.kernel_sock,
+                max_frame_bytes=config.limit("max_frame_bytes"),
+                max_in_flight=config.limit("max_in_flight"),
+            )
+        )
+        log.info(
+            "aos.started", version=__version__, pid=os.getpid(), db=db.url, socket=str(paths.kernel_sock)
+        )
+        ready.send("ready")
+        await stop.wait()
+        log.info("aos.stopping")
+        left = await server.shutdown(config.limit("drain_timeout_s"), hurry)
+        if left:
+            log.warning("aos.drain_incomplete", requests=left)
+    return 0

@@ -1,0 +1,345 @@
+"""The kernel: syscall dispatch, history subscriptions, the runtime log.
+
+Owns no sockets and no processes (``server.py`` and ``daemon.py`` do), so tests can drive it
+through a real socket or directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from aos_sdk.connection import RpcConnection
+from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound
+
+from .. import __version__
+from ..config import Config, Paths
+from ..db.store import SCHEMA_VERSION, Store
+from ..logs import get_logger
+from ..redact import redact
+from . import models as m
+from .syscalls import SYSCALLS, CallerKind, check_caller
+
+__all__ = ["CallContext", "Caller", "DatabaseSettings", "Kernel"]
+
+log = get_logger("aos.kernel")
+
+_RECENT_FACTS = 512  # per subscription: facts kept in memory so live delivery skips the database
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, decided by the socket the connection came in on."""
+
+    kind: CallerKind
+    name: str
+    permissions: frozenset[str] | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One live history stream on one connection."""
+
+    id: str
+    session_id: str
+    next_seq: int
+    conn: RpcConnection
+    latest: int = 0
+    recent: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class CallContext:
+    """A caller plus its connection (for pushes) and the connection's subscriptions."""
+
+    caller: Caller
+    conn: RpcConnection | None = None
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Cancel this connection's subscriptions."""
+        for sub in self.subscriptions.values():
+            if sub.task is not None:
+                sub.task.cancel()
+        self.subscriptions.clear()
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    kind: str
+    url: str
+    unsafe_durability: bool
+
+
+class Kernel:
+    """Dispatches syscalls against a :class:`Store`."""
+
+    def __init__(self, store: Store, config: Config, paths: Paths, db: DatabaseSettings) -> None:
+        self.store = store
+        self.config = config
+        self.paths = paths
+        self.db = db
+        self.started_at = datetime.now(UTC)
+        self._t0 = time.monotonic()
+        self._watchers: dict[str, set[Subscription]] = {}
+        self._log_buffer: list[dict[str, Any]] = []
+        self._log_wake = asyncio.Event()
+        self._log_lock = asyncio.Lock()
+        self.connections = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls, store: Store, config: Config, paths: Paths, db: DatabaseSettings
+    ) -> AsyncIterator[Kernel]:
+        """A kernel with its runtime-log writer; flushes the log on exit."""
+        kernel = cls(store, config, paths, db)
+        writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
+        try:
+            yield kernel
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await kernel.flush_log()
+
+    # -- syscalls ------------------------------------------------------------------------------
+
+    async def invoke(self, ctx: CallContext, method: str, params: dict[str, Any]) -> Any:
+        """Validate, authorise and run one syscall; commands are written to the runtime log."""
+        sc = SYSCALLS.get(method)
+        if sc is None:
+            close = difflib.get_close_matches(method, SYSCALLS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; `aos call --list` shows them all"
+            raise MethodNotFound(f"unknown syscall {method!r}{hint}", method=method)
+        t0 = time.perf_counter()
+        error: AosError | None = None
+        result: Any = None
+        try:
+            check_caller(sc, ctx.caller.kind, ctx.caller.permissions)
+            try:
+                p = sc.params.model_validate(params)
+            except ValidationError as exc:
+                errors = [
+                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ]
+                detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in errors)
+                raise InvalidParams(f"invalid params for {method}: {detail}", errors=errors) from None
+            out = await sc.handler(self, ctx, p)
+            result = out.model_dump(mode="json")
+            return result
+        except AosError as exc:
+            error = exc
+            raise
+        finally:
+            if sc.kind == "command" or (error is not None and error.type == "permission_denied"):
+                self._log_command(ctx.caller, method, params, result, error, time.perf_counter() - t0)
+
+    # -- runtime log ---------------------------------------------------------------------------
+
+    def _log_command(
+        self,
+        caller: Caller,
+        op: str,
+        params: dict[str, Any],
+        result: Any,
+        error: AosError | None,
+        seconds: float,
+    ) -> None:
+        summary = None
+        if isinstance(result, dict):
+            # Ids and seqs, not payloads: the log says what changed, history holds the data.
+            summary = {
+                k: v for k, v in result.items() if k in ("id", "name", "seq", "session_id", "content_id")
+            }
+        self._log_buffer.append(
+            {
+                "ts": time.time(),
+                "actor": caller.actor,
+                "op": op,
+                "args": redact(params),
+                "outcome": "error" if error else "ok",
+                "error": None if error is None else {"type": error.type, "message": error.message},
+                "result": summary,
+                "duration_ms": round(seconds * 1000, 3),
+            }
+        )
+        self._log_wake.set()
+
+    async def _log_writer(self) -> None:
+        while True:
+            await self._log_wake.wait()
+            self._log_wake.clear()
+            try:
+                await self.flush_log()
+            except AosError as exc:
+                log.error("runtime_log.write_failed", error=exc.message)
+
+    async def flush_log(self) -> None:
+        """Write buffered runtime-log entries now."""
+        async with self._log_lock:
+            batch, self._log_buffer = self._log_buffer, []
+            if batch:
+                try:
+                    await self.store.write_log(batch)
+                except BaseException:
+                    self._log_buffer[:0] = batch
+                    raise
+
+    # -- history -------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        session_id: str,
+        *,
+        epoch: int | None,
+        kind: str,
+        role: str | None,
+        body: Any,
+        meta: dict[str, Any] | None,
+        idempotency_key: str,
+    ) -> m.AppendResult:
+        """Append a fact and wake the session's subscribers."""
+        seq, stored_epoch, created_at, duplicate = await self.store.append(
+            session_id,
+            epoch=epoch,
+            kind=kind,
+            role=role,
+            body=body,
+            meta=meta,
+            idempotency_key=idempotency_key,
+        )
+        if not duplicate:
+            watchers = self._watchers.get(session_id)
+            if watchers:
+                fact = m.Fact(
+                    session_id=session_id,
+                    seq=seq,
+                    epoch=stored_epoch,
+                    kind=kind,
+                    role=role,
+                    body=body,
+                    meta=meta,
+                    idempotency_key=idempotency_key,
+                    created_at=created_at,
+                ).model_dump(mode="json")
+                for sub in watchers:
+                    self._offer(sub, fact)
+        return m.AppendResult(session_id=session_id, seq=seq, created_at=created_at, duplicate=duplicate)
+
+    def _offer(self, sub: Subscription, fact: dict[str, Any]) -> None:
+        seq = fact["seq"]
+        sub.recent[seq] = fact
+        while len(sub.recent) > _RECENT_FACTS:
+            sub.recent.popitem(last=False)
+        sub.latest = max(sub.latest, seq)
+        sub.wake.set()
+
+    async def subscribe(self, ctx: CallContext, session_id: str, after_seq: int | None) -> m.SubscribeResult:
+        """Start streaming facts of ``session_id`` to the caller as ``history.fact`` notifications.
+
+        Facts after ``after_seq`` are replayed from the database first; the subscription is
+        registered before the replay is read, so nothing appended meanwhile is missed, and the
+        pump delivers strictly in seq order without gaps or repeats.
+        """
+        if ctx.conn is None:
+            raise InvalidParams("history.subscribe needs a connection to push to")
+        sub = Subscription(id=f"sub_{secrets.token_hex(6)}", session_id=session_id, next_seq=0, conn=ctx.conn)
+        self._watchers.setdefault(session_id, set()).add(sub)
+        try:
+            session = await self.store.get_session(session_id)
+        except NotFound:
+            self._drop(sub)
+            raise
+        last = session["last_seq"]
+        sub.next_seq = (last if after_seq is None else min(after_seq, last)) + 1
+        sub.latest = max(sub.latest, last)
+        ctx.subscriptions[sub.id] = sub
+        sub.task = asyncio.create_task(self._pump(ctx, sub), name=f"pump-{sub.id}")
+        if sub.latest >= sub.next_seq:
+            sub.wake.set()
+        return m.SubscribeResult(subscription=sub.id, last_seq=last)
+
+    def unsubscribe(self, ctx: CallContext, subscription: str) -> None:
+        sub = ctx.subscriptions.pop(subscription, None)
+        if sub is None:
+            raise NotFound(f"no subscription {subscription!r} on this connection")
+        if sub.task is not None:
+            sub.task.cancel()
+
+    def _drop(self, sub: Subscription) -> None:
+        watchers = self._watchers.get(sub.session_id)
+        if watchers is not None:
+            watchers.discard(sub)
+            if not watchers:
+                del self._watchers[sub.session_id]
+
+    async def _pump(self, ctx: CallContext, sub: Subscription) -> None:
+        try:
+            while True:
+                await sub.wake.wait()
+                sub.wake.clear()
+                while sub.next_seq <= sub.latest:
+                    fact = sub.recent.pop(sub.next_seq, None)
+                    batch = [fact] if fact is not None else await self._read_facts(sub)
+                    for f in batch:
+                        await sub.conn.notify("history.fact", {"subscription": sub.id, "fact": f})
+                        sub.next_seq = f["seq"] + 1
+                    if not batch:
+                        break
+                # Drop facts the pump has already passed.
+                for seq in [s for s in sub.recent if s < sub.next_seq]:
+                    del sub.recent[seq]
+        finally:
+            self._drop(sub)
+            ctx.subscriptions.pop(sub.id, None)
+
+    async def _read_facts(self, sub: Subscription) -> list[dict[str, Any]]:
+        rows = await self.store.list_history(
+            sub.session_id, after_seq=sub.next_seq - 1, upto_seq=sub.latest, limit=500
+        )
+        return [m.Fact.model_validate(r).model_dump(mode="json") for r in rows]
+
+    # -- status --------------------------------------------------------------------------------
+
+    async def status(self) -> m.StatusResult:
+        settings = await self.store.durability()
+        counts = await self.store.counts()
+        counts["connections"] = self.connections
+        counts["subscriptions"] = sum(len(s) for s in self._watchers.values())
+        return m.StatusResult(
+            version=__version__,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            uptime_s=round(time.monotonic() - self._t0, 3),
+            home=str(self.paths.home),
+            schema_version=SCHEMA_VERSION,
+            database=m.DatabaseInfo(
+                kind=self.db.kind,  # type: ignore[arg-type]
+                url=self.db.url,
+                server_version=await self.store.server_version(),
+                fsync=settings.get("fsync", "?"),
+                synchronous_commit=settings.get("synchronous_commit", "?"),
+                unsafe_durability=self.db.unsafe_durability,
+            ),
+            sockets={"kernel": str(self.paths.kernel_sock)},
+            counts=counts,
+        )

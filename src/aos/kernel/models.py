@@ -1,0 +1,315 @@
+"""Pydantic params and result models of every syscall.
+
+Params models forbid unknown fields, so a typo (``"agnet"``) is an ``invalid_params`` error
+rather than a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+KIND_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$"
+
+Role = Literal["user", "assistant", "system", "tool"]
+
+
+class Params(BaseModel):
+    """Base of all params: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Result(BaseModel):
+    """Base of all results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Empty(Params):
+    """No parameters."""
+
+
+class Ok(Result):
+    ok: bool = True
+
+
+# -- system ------------------------------------------------------------------------------------
+
+
+class DatabaseInfo(Result):
+    kind: Literal["embedded", "external"]
+    url: str = Field(description="connection string, password removed")
+    server_version: str
+    fsync: str
+    synchronous_commit: str
+    unsafe_durability: bool
+
+
+class StatusResult(Result):
+    version: str
+    pid: int
+    started_at: datetime
+    uptime_s: float
+    home: str
+    schema_version: int
+    database: DatabaseInfo
+    sockets: dict[str, str]
+    counts: dict[str, int]
+
+
+class ConfigResult(Result):
+    config: dict[str, Any]
+    sources: list[str]
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+class Agent(Result):
+    id: str
+    name: str
+    display_name: str | None
+    model: str | None
+    instructions: str
+    workspace: str | None
+    settings: dict[str, Any]
+    status: Literal["active", "archived"]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentCreate(Params):
+    name: str = Field(pattern=NAME_PATTERN, description="unique; lowercase letters, digits, - and _")
+    display_name: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, description="litellm model id; default from aoscb.json")
+    instructions: str = Field(default="", description="the agent's standing instructions")
+    workspace: str | None = Field(default=None, description="bash cwd; default $AOS_HOME/workspaces/<name>")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentRef(Params):
+    agent: str = Field(min_length=1, description="agent id or name")
+
+
+class AgentList(Params):
+    include_archived: bool = False
+
+
+class AgentListResult(Result):
+    agents: list[Agent]
+
+
+class AgentUpdate(Params):
+    agent: str = Field(min_length=1, description="agent id or name")
+    display_name: str | None = Field(default=None, max_length=200)
+    model: str | None = None
+    instructions: str | None = None
+    workspace: str | None = None
+    settings: dict[str, Any] | None = None
+    revision: int | None = Field(default=None, description="fail with conflict unless this is current")
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+class Session(Result):
+    id: str
+    agent_id: str
+    title: str | None
+    status: Literal["active", "archived"]
+    phase: str
+    settings: dict[str, Any]
+    parent_id: str | None
+    forked_at_seq: int | None
+    lease_owner: str | None
+    lease_epoch: int
+    lease_until: datetime | None
+    last_seq: int
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionCreate(Params):
+    agent: str = Field(min_length=1, description="agent id or name")
+    title: str | None = Field(default=None, max_length=500)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionRef(Params):
+    session: str = Field(min_length=1)
+
+
+class SessionList(Params):
+    agent: str | None = Field(default=None, description="only this agent's sessions (id or name)")
+    include_archived: bool = False
+    limit: int = Field(default=50, ge=1, le=1000)
+    before: str | None = Field(default=None, description="page: sessions older than this id")
+
+
+class SessionListResult(Result):
+    sessions: list[Session]
+    next_before: str | None
+
+
+class SessionAppend(Params):
+    session: str = Field(min_length=1)
+    kind: str = Field(default="message", pattern=KIND_PATTERN)
+    role: Role | None = None
+    body: Any = Field(description="any JSON value")
+    meta: dict[str, Any] | None = None
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="retry with the same key after an unknown outcome; the fact is stored once",
+    )
+
+
+class AppendResult(Result):
+    session_id: str
+    seq: int
+    created_at: datetime
+    duplicate: bool = Field(description="true when the key was already stored (a retry)")
+
+
+class SessionFork(Params):
+    session: str = Field(min_length=1)
+    at_seq: int | None = Field(default=None, ge=0, description="copy facts 1..at_seq (default: all)")
+    title: str | None = None
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+class Fact(Result):
+    session_id: str
+    seq: int
+    epoch: int
+    kind: str
+    role: str | None
+    body: Any
+    meta: dict[str, Any] | None
+    idempotency_key: str
+    created_at: datetime
+
+
+class HistoryList(Params):
+    session: str = Field(min_length=1)
+    after_seq: int = Field(default=0, ge=0)
+    upto_seq: int | None = Field(default=None, ge=0)
+    limit: int = Field(default=500, ge=1, le=10000)
+    kinds: list[str] | None = None
+
+
+class HistoryListResult(Result):
+    facts: list[Fact]
+    last_seq: int = Field(description="the session's newest seq when read")
+    next_after: int | None = Field(description="pass as after_seq for the next page; null at the end")
+
+
+class HistoryGet(Params):
+    session: str = Field(min_length=1)
+    seq: int = Field(ge=1)
+
+
+class HistorySubscribe(Params):
+    session: str = Field(min_length=1)
+    after_seq: int | None = Field(
+        default=None, ge=0, description="replay facts after this seq first; null: only new facts"
+    )
+
+
+class SubscribeResult(Result):
+    subscription: str
+    last_seq: int
+
+
+class Unsubscribe(Params):
+    subscription: str
+
+
+# -- content -----------------------------------------------------------------------------------
+
+
+class ContentPut(Params):
+    content: str = Field(description="the text to store")
+    session: str | None = Field(default=None, description="owner session (its agent owns the content)")
+    agent: str | None = Field(default=None, description="owner agent, when there is no session")
+    mime: str = "text/plain"
+
+
+class ContentPutResult(Result):
+    content_id: str
+    size: int
+    line_count: int
+    mime: str
+
+
+class ContentRead(Params):
+    content_id: str
+    agent: str | None = Field(default=None, description="read as this agent (content is scoped)")
+    offset: int = Field(default=0, ge=0, description="first line, 0-based")
+    limit: int = Field(default=200, ge=1, le=100000, description="number of lines")
+
+
+class ContentReadResult(Result):
+    content_id: str
+    text: str
+    offset: int
+    lines: int
+    total_lines: int
+    total_bytes: int
+    more: bool
+
+
+class ContentSearch(Params):
+    content_id: str
+    pattern: str = Field(min_length=1, description="Python regular expression")
+    agent: str | None = None
+    ignore_case: bool = False
+    limit: int = Field(default=100, ge=1, le=10000)
+
+
+class Match(Result):
+    line: int = Field(description="1-based line number")
+    text: str
+
+
+class ContentSearchResult(Result):
+    content_id: str
+    matches: list[Match]
+    truncated: bool
+
+
+# -- runtime log -------------------------------------------------------------------------------
+
+
+class LogList(Params):
+    op: str | None = Field(default=None, description="exact op, or a prefix ending in .* (agent.*)")
+    actor: str | None = None
+    outcome: Literal["ok", "error"] | None = None
+    after_id: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=5000)
+
+
+class LogEntry(Result):
+    id: int
+    ts: datetime
+    actor: str
+    op: str
+    args: Any
+    outcome: str
+    error: Any
+    result: Any
+    duration_ms: float | None
+
+
+class LogListResult(Result):
+    entries: list[LogEntry]
+    next_after: int | None

@@ -1,0 +1,326 @@
+"""The syscall table: name -> (kind, params model, result model, handler, allowed callers).
+
+Commands change state and are written to the runtime log with their caller; queries are not.
+The table is explicit (no decorators) so that ``aos call --list`` and ``docs/syscalls.md`` are
+generated from exactly what the kernel serves.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from aos_sdk.errors import Archived, InvalidParams, PermissionDenied
+
+from . import models as m
+
+if TYPE_CHECKING:
+    from .kernel import CallContext, Kernel
+
+__all__ = ["SYSCALLS", "Syscall", "markdown_table"]
+
+Handler = Callable[["Kernel", "CallContext", Any], Awaitable[Any]]
+CallerKind = Literal["admin", "service", "agent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    """One entry of the table."""
+
+    name: str
+    kind: Literal["command", "query"]
+    params: type[m.Params]
+    result: type[m.Result]
+    handler: Handler
+    summary: str
+    callers: frozenset[CallerKind] = frozenset({"admin", "service"})
+
+
+# -- system ------------------------------------------------------------------------------------
+
+
+async def system_status(k: Kernel, ctx: CallContext, p: m.Empty) -> m.StatusResult:
+    return await k.status()
+
+
+async def system_config(k: Kernel, ctx: CallContext, p: m.Empty) -> m.ConfigResult:
+    return m.ConfigResult(config=k.config.data, sources=k.config.sources)
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent:
+    row = await k.store.create_agent(
+        name=p.name,
+        display_name=p.display_name,
+        model=p.model,
+        instructions=p.instructions,
+        workspace=p.workspace,
+        settings=p.settings,
+    )
+    return m.Agent.model_validate(row)
+
+
+async def agent_get(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
+    return m.Agent.model_validate(await k.store.get_agent(p.agent))
+
+
+async def agent_list(k: Kernel, ctx: CallContext, p: m.AgentList) -> m.AgentListResult:
+    rows = await k.store.list_agents(include_archived=p.include_archived)
+    return m.AgentListResult(agents=[m.Agent.model_validate(r) for r in rows])
+
+
+async def agent_update(k: Kernel, ctx: CallContext, p: m.AgentUpdate) -> m.Agent:
+    agent = await k.store.get_agent(p.agent)
+    changes: dict[str, Any] = {
+        f: getattr(p, f)
+        for f in ("display_name", "model", "instructions", "workspace", "settings")
+        if f in p.model_fields_set
+    }
+    if "settings" in changes and changes["settings"] is None:
+        raise InvalidParams("settings must be an object", errors=[{"loc": ["settings"], "msg": "null"}])
+    if "instructions" in changes and changes["instructions"] is None:
+        changes["instructions"] = ""
+    return m.Agent.model_validate(await k.store.update_agent(agent["id"], changes, p.revision))
+
+
+async def agent_archive(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
+    agent = await k.store.get_agent(p.agent)
+    return m.Agent.model_validate(await k.store.archive_agent(agent["id"]))
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+async def session_create(k: Kernel, ctx: CallContext, p: m.SessionCreate) -> m.Session:
+    agent = await k.store.get_agent(p.agent)
+    if agent["status"] != "active":
+        raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
+    row = await k.store.create_session(agent_id=agent["id"], title=p.title, settings=p.settings)
+    return m.Session.model_validate(row)
+
+
+async def session_get(k: Kernel, ctx: CallContext, p: m.SessionRef) -> m.Session:
+    return m.Session.model_validate(await k.store.get_session(p.session))
+
+
+async def session_list(k: Kernel, ctx: CallContext, p: m.SessionList) -> m.SessionListResult:
+    agent_id = None if p.agent is None else (await k.store.get_agent(p.agent))["id"]
+    rows = await k.store.list_sessions(
+        agent_id=agent_id, include_archived=p.include_archived, limit=p.limit + 1, before=p.before
+    )
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    return m.SessionListResult(
+        sessions=[m.Session.model_validate(r) for r in rows],
+        next_before=rows[-1]["id"] if more and rows else None,
+    )
+
+
+async def session_append(k: Kernel, ctx: CallContext, p: m.SessionAppend) -> m.AppendResult:
+    return await k.append(
+        p.session,
+        epoch=None,
+        kind=p.kind,
+        role=p.role,
+        body=p.body,
+        meta=p.meta,
+        idempotency_key=p.idempotency_key or uuid.uuid4().hex,
+    )
+
+
+async def session_archive(k: Kernel, ctx: CallContext, p: m.SessionRef) -> m.Session:
+    await k.store.get_session(p.session)
+    return m.Session.model_validate(await k.store.archive_session(p.session))
+
+
+async def session_fork(k: Kernel, ctx: CallContext, p: m.SessionFork) -> m.Session:
+    src = await k.store.get_session(p.session)
+    at = src["last_seq"] if p.at_seq is None else p.at_seq
+    return m.Session.model_validate(await k.store.fork_session(p.session, at, p.title))
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+async def history_list(k: Kernel, ctx: CallContext, p: m.HistoryList) -> m.HistoryListResult:
+    session = await k.store.get_session(p.session)
+    rows = await k.store.list_history(
+        p.session, after_seq=p.after_seq, upto_seq=p.upto_seq, limit=p.limit + 1, kinds=p.kinds
+    )
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    return m.HistoryListResult(
+        facts=[m.Fact.model_validate(r) for r in rows],
+        last_seq=session["last_seq"],
+        next_after=rows[-1]["seq"] if more and rows else None,
+    )
+
+
+async def history_get(k: Kernel, ctx: CallContext, p: m.HistoryGet) -> m.Fact:
+    return m.Fact.model_validate(await k.store.get_fact(p.session, p.seq))
+
+
+async def history_subscribe(k: Kernel, ctx: CallContext, p: m.HistorySubscribe) -> m.SubscribeResult:
+    return await k.subscribe(ctx, p.session, p.after_seq)
+
+
+async def history_unsubscribe(k: Kernel, ctx: CallContext, p: m.Unsubscribe) -> m.Ok:
+    k.unsubscribe(ctx, p.subscription)
+    return m.Ok()
+
+
+# -- content -----------------------------------------------------------------------------------
+
+
+async def content_put(k: Kernel, ctx: CallContext, p: m.ContentPut) -> m.ContentPutResult:
+    if p.session is not None:
+        session = await k.store.get_session(p.session)
+        agent_id = session["agent_id"]
+        if p.agent is not None and (await k.store.get_agent(p.agent))["id"] != agent_id:
+            raise InvalidParams(f"session {p.session} does not belong to agent {p.agent!r}")
+    elif p.agent is not None:
+        agent_id = (await k.store.get_agent(p.agent))["id"]
+    else:
+        raise InvalidParams("content.put needs an owner: session or agent")
+    row = await k.store.put_content(
+        agent_id=agent_id,
+        session_id=p.session,
+        data=p.content.encode("utf-8", "surrogateescape"),
+        mime=p.mime,
+    )
+    return m.ContentPutResult.model_validate(row)
+
+
+async def _content_text(k: Kernel, content_id: str, agent: str | None) -> tuple[str, int]:
+    agent_id = None if agent is None else (await k.store.get_agent(agent))["id"]
+    row = await k.store.get_content(content_id, agent_id)
+    data = bytes(row["data"])
+    return data.decode("utf-8", "replace"), len(data)
+
+
+async def content_read(k: Kernel, ctx: CallContext, p: m.ContentRead) -> m.ContentReadResult:
+    text, size = await _content_text(k, p.content_id, p.agent)
+    lines = text.splitlines(keepends=True)
+    chunk = lines[p.offset : p.offset + p.limit]
+    return m.ContentReadResult(
+        content_id=p.content_id,
+        text="".join(chunk),
+        offset=p.offset,
+        lines=len(chunk),
+        total_lines=len(lines),
+        total_bytes=size,
+        more=p.offset + len(chunk) < len(lines),
+    )
+
+
+async def content_search(k: Kernel, ctx: CallContext, p: m.ContentSearch) -> m.ContentSearchResult:
+    try:
+        rx = re.compile(p.pattern, re.IGNORECASE if p.ignore_case else 0)
+    except re.error as exc:
+        raise InvalidParams(f"invalid regular expression {p.pattern!r}: {exc}") from exc
+    text, _ = await _content_text(k, p.content_id, p.agent)
+    matches: list[m.Match] = []
+    truncated = False
+    for i, line in enumerate(text.splitlines(), start=1):
+        if rx.search(line):
+            if len(matches) == p.limit:
+                truncated = True
+                break
+            matches.append(m.Match(line=i, text=line))
+    return m.ContentSearchResult(content_id=p.content_id, matches=matches, truncated=truncated)
+
+
+# -- runtime log -------------------------------------------------------------------------------
+
+
+async def log_list(k: Kernel, ctx: CallContext, p: m.LogList) -> m.LogListResult:
+    await k.flush_log()
+    rows = await k.store.list_log(
+        op=p.op, actor=p.actor, after_id=p.after_id, limit=p.limit + 1, outcome=p.outcome
+    )
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    return m.LogListResult(
+        entries=[m.LogEntry.model_validate(r) for r in rows],
+        next_after=rows[-1]["id"] if more and rows else None,
+    )
+
+
+def _entries() -> list[Syscall]:
+    c: Literal["command"] = "command"
+    q: Literal["query"] = "query"
+    return [
+        Syscall(
+            "system.status", q, m.Empty, m.StatusResult, system_status, "daemon, database, sockets, counts"
+        ),
+        Syscall("system.config", q, m.Empty, m.ConfigResult, system_config, "the merged aoscb.json"),
+        Syscall("agent.create", c, m.AgentCreate, m.Agent, agent_create, "create an agent"),
+        Syscall("agent.get", q, m.AgentRef, m.Agent, agent_get, "one agent by id or name"),
+        Syscall("agent.list", q, m.AgentList, m.AgentListResult, agent_list, "all agents"),
+        Syscall("agent.update", c, m.AgentUpdate, m.Agent, agent_update, "change an agent's fields"),
+        Syscall("agent.archive", c, m.AgentRef, m.Agent, agent_archive, "archive an agent and its sessions"),
+        Syscall("session.create", c, m.SessionCreate, m.Session, session_create, "new session for an agent"),
+        Syscall("session.get", q, m.SessionRef, m.Session, session_get, "one session"),
+        Syscall(
+            "session.list", q, m.SessionList, m.SessionListResult, session_list, "sessions, newest first"
+        ),
+        Syscall("session.append", c, m.SessionAppend, m.AppendResult, session_append, "append a fact"),
+        Syscall("session.archive", c, m.SessionRef, m.Session, session_archive, "archive a session"),
+        Syscall(
+            "session.fork", c, m.SessionFork, m.Session, session_fork, "new session from a history prefix"
+        ),
+        Syscall("history.list", q, m.HistoryList, m.HistoryListResult, history_list, "facts of a session"),
+        Syscall("history.get", q, m.HistoryGet, m.Fact, history_get, "one fact by seq"),
+        Syscall(
+            "history.subscribe",
+            q,
+            m.HistorySubscribe,
+            m.SubscribeResult,
+            history_subscribe,
+            "live stream of new facts (notifications history.fact), with replay",
+        ),
+        Syscall("history.unsubscribe", q, m.Unsubscribe, m.Ok, history_unsubscribe, "end a subscription"),
+        Syscall("content.put", c, m.ContentPut, m.ContentPutResult, content_put, "store text, get its id"),
+        Syscall("content.read", q, m.ContentRead, m.ContentReadResult, content_read, "lines of stored text"),
+        Syscall(
+            "content.search", q, m.ContentSearch, m.ContentSearchResult, content_search, "regex over text"
+        ),
+        Syscall("log.list", q, m.LogList, m.LogListResult, log_list, "runtime log of commands"),
+    ]
+
+
+SYSCALLS: dict[str, Syscall] = {s.name: s for s in _entries()}
+
+
+def check_caller(sc: Syscall, kind: CallerKind, permissions: frozenset[str] | None) -> None:
+    """Raise ``PermissionDenied`` unless a caller of ``kind`` may invoke ``sc``."""
+    if kind not in sc.callers:
+        raise PermissionDenied(f"{sc.name} may not be called from a {kind} connection", syscall=sc.name)
+    if kind == "service" and permissions is not None and sc.name not in permissions:
+        raise PermissionDenied(
+            f"{sc.name} is not in this skill's aos-permissions", syscall=sc.name, allowed=sorted(permissions)
+        )
+
+
+def _fields(model: type[m.Params]) -> str:
+    parts = []
+    for name, f in model.model_fields.items():
+        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        parts.append(f"`{name}`" + ("" if f.is_required() else "?") + f": {ann}")
+    return ", ".join(parts) or "—"
+
+
+def markdown_table() -> str:
+    """The syscall reference table (``docs/syscalls.md`` embeds it; a test keeps them equal)."""
+    rows = ["| syscall | kind | params | result | callers | what it does |", "|---|---|---|---|---|---|"]
+    rows.extend(
+        f"| `{sc.name}` | {sc.kind} | {_fields(sc.params)} | {sc.result.__name__} | "
+        f"{', '.join(sorted(sc.callers))} | {sc.summary} |"
+        for sc in SYSCALLS.values()
+    )
+    return "\n".join(rows) + "\n"
