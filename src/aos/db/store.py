@@ -1,18 +1,21 @@
 """PostgreSQL storage: the only module that imports psycopg.
 
-Every write is one statement in autocommit mode (appends go through the ``aos_append`` SQL
-function: one round trip, one commit). psycopg errors are translated here, at the boundary, into
-``aos_sdk.errors`` classes, keyed by SQLSTATE.
+Every write is one statement in autocommit mode. Appends are a single ``INSERT`` whose trigger
+numbers, fences and counts each fact; appends waiting together are committed together (group
+commit) on dedicated writer connections. psycopg errors are translated here, at the boundary,
+into ``aos_sdk.errors`` classes, keyed by SQLSTATE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -80,6 +83,20 @@ def _translate() -> Iterator[None]:
         raise InternalError(f"database error {state}: {exc.diag.message_primary or exc}") from exc
 
 
+_MAX_BATCH = 256
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    row: dict[str, Any]
+    future: asyncio.Future[tuple[int, int, Any, bool]]
+
+
+async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
+    with _translate():
+        return await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+
+
 _MIGRATION_RE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
@@ -104,6 +121,29 @@ _SESSION_COLS = (
     "lease_until, last_seq, revision, created_at, updated_at"
 )
 _FACT_COLS = "session_id, seq, epoch, kind, role, body, meta, idempotency_key, created_at"
+# seq and epoch NULL: the fence trigger numbers the fact and stamps or checks the epoch.
+_APPEND_SQL = (
+    "INSERT INTO history (session_id, seq, epoch, kind, role, body, meta, idempotency_key)"
+    " VALUES (%s, NULL, %s, %s, %s, %s, %s, %s) RETURNING seq, epoch, created_at"
+)
+# Group commit: every append waiting at the same moment goes in one statement (one commit).
+# Rows keep their arrival order (i), so facts of one session are numbered in that order.
+_APPEND_BATCH_SQL = (
+    "INSERT INTO history (session_id, seq, epoch, kind, role, body, meta, idempotency_key)"
+    " SELECT x.session_id, NULL, x.epoch, x.kind, x.role, coalesce(x.body, 'null'::jsonb), x.meta,"
+    " x.idempotency_key"
+    " FROM jsonb_to_recordset(%s) AS x(i int, session_id text, epoch bigint, kind text, role text,"
+    " body jsonb, meta jsonb, idempotency_key text)"
+    " ORDER BY x.i"
+    " RETURNING session_id, idempotency_key, seq, epoch, created_at"
+)
+_LOG_SQL = (
+    "INSERT INTO runtime_log (ts, actor, op, args, outcome, error, result, duration_ms)"
+    " SELECT to_timestamp(x.ts), x.actor, x.op, x.args, x.outcome, x.error, x.result, x.duration_ms"
+    " FROM jsonb_to_recordset(%s) AS x(ts float8, actor text, op text, args jsonb, outcome text,"
+    " error jsonb, result jsonb, duration_ms real)"
+)
+_DUPLICATE_SQL = "SELECT seq, epoch, created_at FROM history WHERE session_id = %s AND idempotency_key = %s"
 
 
 class Store:
@@ -112,13 +152,22 @@ class Store:
     def __init__(self, pool: AsyncConnectionPool[Any], dsn: str) -> None:
         self.pool = pool
         self.dsn = dsn
+        self._log_conn: psycopg.AsyncConnection[Any] | None = None
+        self._appends: list[_PendingAppend] = []
+        self._append_wake = asyncio.Event()
+        self._writers: list[asyncio.Task[None]] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 16) -> AsyncIterator[Store]:
-        """Open a pool on ``dsn``; the database must exist (see :func:`ensure_database`)."""
+    async def open(
+        cls, dsn: str, *, min_size: int = 2, max_size: int = 16, writers: int = 2
+    ) -> AsyncIterator[Store]:
+        """Open a pool and ``writers`` append connections on ``dsn``.
+
+        The database must exist (see :meth:`ensure_database`).
+        """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -129,9 +178,25 @@ class Store:
         )
         with _translate():
             await pool.open(wait=True, timeout=30)
+        store = cls(pool, dsn)
         try:
-            yield cls(pool, dsn)
+            for n in range(writers):
+                conn = await _connect(dsn)
+                store._writers.append(
+                    asyncio.create_task(store._append_writer(conn), name=f"append-writer-{n}")
+                )
+            yield store
         finally:
+            for task in store._writers:
+                task.cancel()
+            for task in store._writers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for pending in store._appends:
+                if not pending.future.done():
+                    pending.future.set_exception(Unavailable("the store is closing"))
+            if store._log_conn is not None:
+                await store._log_conn.close()
             await pool.close()
 
     @staticmethod
@@ -195,6 +260,11 @@ class Store:
                 cur = await conn.execute(sql, params)
                 row = await cur.fetchone()
                 return None if row is None else next(iter(row.values()))
+
+    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with _translate():
+            async with self.pool.connection() as conn:
+                await conn.execute(sql, params)
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         with _translate():
@@ -403,31 +473,99 @@ class Store:
         meta: dict[str, Any] | None,
         idempotency_key: str,
     ) -> tuple[int, int, Any, bool]:
-        """Append one fact; returns ``(seq, epoch, created_at, duplicate)``.
+        """Append one fact durably; returns ``(seq, epoch, created_at, duplicate)``.
 
-        A retried ``idempotency_key`` returns the stored fact's seq with ``duplicate=True``.
-        ``epoch=None`` writes without a lease (administrators): refused while a lease is live.
+        Appends waiting at the same moment are committed together (group commit); each caller
+        still gets its own answer. A retried ``idempotency_key`` returns the stored fact with
+        ``duplicate=True``. ``epoch=None`` writes without a lease (administrators): refused
+        while a lease is live.
 
         Raises:
             NotFound, Archived, StaleEpoch, SessionBusy.
         """
+        row = {
+            "session_id": session_id,
+            "epoch": epoch,
+            "kind": kind,
+            "role": role,
+            "body": body,
+            "meta": meta,
+            "idempotency_key": idempotency_key,
+        }
+        fut: asyncio.Future[tuple[int, int, Any, bool]] = asyncio.get_running_loop().create_future()
+        self._appends.append(_PendingAppend(row, fut))
+        self._append_wake.set()
+        return await fut
+
+    async def _append_writer(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            while True:
+                await self._append_wake.wait()
+                batch, self._appends = self._appends[:_MAX_BATCH], self._appends[_MAX_BATCH:]
+                if not self._appends:
+                    self._append_wake.clear()
+                if not batch:
+                    continue
+                if conn.closed or conn.broken:
+                    conn = await _connect(self.dsn)
+                await self._write_batch(conn, batch)
+        finally:
+            await conn.close()
+
+    async def _write_batch(self, conn: psycopg.AsyncConnection[Any], batch: list[_PendingAppend]) -> None:
+        if len(batch) > 1:
+            rows = [{"i": i, **p.row} for i, p in enumerate(batch)]
+            try:
+                cur = await conn.execute(_APPEND_BATCH_SQL, (Jsonb(rows),))
+                out = {(r["session_id"], r["idempotency_key"]): r for r in await cur.fetchall()}
+            except psycopg.Error:
+                out = {}  # something in the batch was refused: answer each append on its own
+            if len(out) == len(batch):
+                for p in batch:
+                    r = out[(p.row["session_id"], p.row["idempotency_key"])]
+                    if not p.future.done():
+                        p.future.set_result((int(r["seq"]), int(r["epoch"]), r["created_at"], False))
+                return
+        for p in batch:
+            try:
+                result = await self._append_one(conn, p.row)
+            except BaseException as exc:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not p.future.done():
+                    p.future.set_result(result)
+
+    @staticmethod
+    async def _append_one(
+        conn: psycopg.AsyncConnection[Any], row: dict[str, Any]
+    ) -> tuple[int, int, Any, bool]:
+        params = (
+            row["session_id"],
+            row["epoch"],
+            row["kind"],
+            row["role"],
+            Jsonb(row["body"]),
+            None if row["meta"] is None else Jsonb(row["meta"]),
+            row["idempotency_key"],
+        )
         with _translate():
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT * FROM aos_append(%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        session_id,
-                        epoch,
-                        kind,
-                        role,
-                        Jsonb(body),
-                        None if meta is None else Jsonb(meta),
-                        idempotency_key,
-                    ),
-                )
-                row = await cur.fetchone()
-        assert row is not None
-        return int(row["seq"]), int(row["epoch"]), row["created_at"], bool(row["duplicate"])
+            try:
+                cur = await conn.execute(_APPEND_SQL, params)
+                found = await cur.fetchone()
+                duplicate = False
+            except psycopg.Error as exc:
+                # 23505 (unique key) or AOS07 (refused, but already stored): a retry of a
+                # fact whose first attempt was accepted. Answer with that fact.
+                if exc.sqlstate not in ("23505", "AOS07"):
+                    raise
+                cur = await conn.execute(_DUPLICATE_SQL, (row["session_id"], row["idempotency_key"]))
+                found = await cur.fetchone()
+                duplicate = True
+        assert found is not None
+        return int(found["seq"]), int(found["epoch"]), found["created_at"], duplicate
 
     async def list_history(
         self,
@@ -466,7 +604,7 @@ class Store:
     ) -> dict[str, Any]:
         cid = hashlib.sha256(data).hexdigest()
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-        await self._one(
+        await self._exec(
             "INSERT INTO content (id, agent_id, session_id, data, size, line_count, mime)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (agent_id, id) DO NOTHING",
             (cid, agent_id, session_id, data, len(data), lines, mime),
@@ -493,30 +631,19 @@ class Store:
     # -- runtime log ---------------------------------------------------------------------------
 
     async def write_log(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Insert runtime-log entries in one batch (not waiting for fsync: the log is advisory)."""
+        """Insert runtime-log entries in one statement.
+
+        On a connection of its own with ``synchronous_commit=off``: the log is advisory, so a
+        command does not wait for a second fsync; a crash may lose the last few entries.
+        """
         if not entries:
             return
         with _translate():
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO runtime_log (ts, actor, op, args, outcome, error, result, duration_ms)"
-                        " VALUES (to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s)",
-                        [
-                            (
-                                e["ts"],
-                                e["actor"],
-                                e["op"],
-                                Jsonb(e.get("args")),
-                                e["outcome"],
-                                None if e.get("error") is None else Jsonb(e["error"]),
-                                None if e.get("result") is None else Jsonb(e["result"]),
-                                e.get("duration_ms"),
-                            )
-                            for e in entries
-                        ],
-                    )
+            if self._log_conn is None or self._log_conn.closed:
+                self._log_conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, options="-c synchronous_commit=off"
+                )
+            await self._log_conn.execute(_LOG_SQL, (Jsonb(list(entries)),))
 
     async def list_log(
         self, *, op: str | None, actor: str | None, after_id: int, limit: int, outcome: str | None

@@ -35,6 +35,8 @@ __all__ = ["CallContext", "Caller", "DatabaseSettings", "Kernel"]
 
 log = get_logger("aos.kernel")
 
+_LOG_WINDOW_S = 0.05  # runtime-log entries are written at most this late (flushed on stop)
+_LOG_BATCH = 500
 _RECENT_FACTS = 512  # per subscription: facts kept in memory so live delivery skips the database
 
 
@@ -73,13 +75,6 @@ class CallContext:
     conn: RpcConnection | None = None
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
-    def close(self) -> None:
-        """Cancel this connection's subscriptions."""
-        for sub in self.subscriptions.values():
-            if sub.task is not None:
-                sub.task.cancel()
-        self.subscriptions.clear()
-
 
 @dataclass(frozen=True)
 class DatabaseSettings:
@@ -103,6 +98,7 @@ class Kernel:
         self._log_wake = asyncio.Event()
         self._log_lock = asyncio.Lock()
         self.connections = 0
+        self.pid = os.getpid()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -187,6 +183,10 @@ class Kernel:
     async def _log_writer(self) -> None:
         while True:
             await self._log_wake.wait()
+            # Coalesce: one insert per window rather than per command. The runtime log is
+            # advisory; a crash may lose the last window (history is never batched this way).
+            if len(self._log_buffer) < _LOG_BATCH:
+                await asyncio.sleep(_LOG_WINDOW_S)
             self._log_wake.clear()
             try:
                 await self.flush_log()
@@ -282,8 +282,18 @@ class Kernel:
         sub = ctx.subscriptions.pop(subscription, None)
         if sub is None:
             raise NotFound(f"no subscription {subscription!r} on this connection")
+        self._end(sub)
+
+    def close_context(self, ctx: CallContext) -> None:
+        """End every subscription of a connection that closed."""
+        for sub in ctx.subscriptions.values():
+            self._end(sub)
+        ctx.subscriptions.clear()
+
+    def _end(self, sub: Subscription) -> None:
         if sub.task is not None:
             sub.task.cancel()
+        self._drop(sub)
 
     def _drop(self, sub: Subscription) -> None:
         watchers = self._watchers.get(sub.session_id)

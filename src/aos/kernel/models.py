@@ -61,6 +61,15 @@ class StatusResult(Result):
     counts: dict[str, int]
 
 
+class Ping(Params):
+    payload: Any = Field(default=None, description="echoed back unchanged")
+
+
+class PingResult(Result):
+    payload: Any
+    pid: int
+
+
 class ConfigResult(Result):
     config: dict[str, Any]
     sources: list[str]

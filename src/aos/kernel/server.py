@@ -50,6 +50,7 @@ class KernelServer:
         self.max_in_flight = max_in_flight
         self.conns: set[RpcConnection] = set()
         self.server: Server | None = None
+        self._changed = asyncio.Condition()
 
     async def _handle(self, ws: ServerConnection) -> None:
         pid, uid = _peer(ws)
@@ -77,9 +78,16 @@ class KernelServer:
         try:
             await conn.run()
         finally:
-            ctx.close()
+            self.kernel.close_context(ctx)
             self.conns.discard(conn)
             self.kernel.connections -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_connections(self, count: int) -> None:
+        """Return once exactly ``count`` connections are open (and closed ones cleaned up)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.conns) == count)
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,10 @@ async def system_status(k: Kernel, ctx: CallContext, p: m.Empty) -> m.StatusResu
     return await k.status()
 
 
+async def system_ping(k: Kernel, ctx: CallContext, p: m.Ping) -> m.PingResult:
+    return m.PingResult(payload=p.payload, pid=k.pid)
+
+
 async def system_config(k: Kernel, ctx: CallContext, p: m.Empty) -> m.ConfigResult:
     return m.ConfigResult(config=k.config.data, sources=k.config.sources)
 
@@ -258,6 +262,7 @@ def _entries() -> list[Syscall]:
         Syscall(
             "system.status", q, m.Empty, m.StatusResult, system_status, "daemon, database, sockets, counts"
         ),
+        Syscall("system.ping", q, m.Ping, m.PingResult, system_ping, "liveness check; echoes its payload"),
         Syscall("system.config", q, m.Empty, m.ConfigResult, system_config, "the merged aoscb.json"),
         Syscall("agent.create", c, m.AgentCreate, m.Agent, agent_create, "create an agent"),
         Syscall("agent.get", q, m.AgentRef, m.Agent, agent_get, "one agent by id or name"),

@@ -33,7 +33,7 @@ CREATE TABLE sessions (
     schema_version smallint NOT NULL DEFAULT 1,
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 70);  -- room for HOT updates: every append bumps last_seq
 CREATE INDEX sessions_agent_idx ON sessions (agent_id, created_at);
 
 CREATE TABLE history (
@@ -61,64 +61,59 @@ CREATE TRIGGER history_no_update BEFORE UPDATE OR DELETE ON history
 CREATE TRIGGER history_no_truncate BEFORE TRUNCATE ON history
     FOR EACH STATEMENT EXECUTE FUNCTION aos_history_immutable();
 
--- Every insert, by any path, must carry the session's current lease epoch and the next seq:
--- stale writers are fenced off and seq stays dense. The trigger also advances last_seq.
+-- Every insert, by any path, is fenced and numbered here, in one row update of the session:
+-- - seq NULL takes the next seq; an explicit seq must be exactly the next one (dense);
+-- - epoch NULL is a writer without a lease (an administrator): refused while a live lease is
+--   held, otherwise stamped with the current epoch; an explicit epoch must be the current one;
+-- - archived sessions take no appends.
+-- Any refusal raises, which rolls back the last_seq bump with the insert: no gap is possible.
+-- A retried idempotency key fails on the unique index (also rolling back); the store then
+-- returns the fact already stored.
+-- On a refusal, a retry of a fact already stored is answered as a retry (AOS07), not refused:
+-- its first attempt was accepted.
+CREATE FUNCTION aos_refuse_unless_retry(p_session text, p_key text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM history WHERE session_id = p_session AND idempotency_key = p_key) THEN
+        RAISE EXCEPTION 'fact % of session % is already stored', p_key, p_session USING ERRCODE = 'AOS07';
+    END IF;
+END $$;
+
 CREATE FUNCTION aos_history_fence() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    cur_epoch bigint;
-    cur_seq   bigint;
+    s record;
 BEGIN
-    SELECT lease_epoch, last_seq INTO cur_epoch, cur_seq FROM sessions WHERE id = NEW.session_id FOR UPDATE;
+    UPDATE sessions SET last_seq = last_seq + 1, updated_at = now()
+        WHERE id = NEW.session_id
+        RETURNING last_seq, lease_epoch, lease_owner, lease_until, status INTO s;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no session %', NEW.session_id USING ERRCODE = 'AOS02';
     END IF;
-    IF NEW.epoch <> cur_epoch THEN
-        RAISE EXCEPTION 'stale lease epoch % for session % (current epoch %)', NEW.epoch, NEW.session_id, cur_epoch
-            USING ERRCODE = 'AOS04';
+    IF s.status <> 'active' THEN
+        PERFORM aos_refuse_unless_retry(NEW.session_id, NEW.idempotency_key);
+        RAISE EXCEPTION 'session % is archived', NEW.session_id USING ERRCODE = 'AOS03';
     END IF;
-    IF NEW.seq <> cur_seq + 1 THEN
-        RAISE EXCEPTION 'seq % is not the next seq % of session %', NEW.seq, cur_seq + 1, NEW.session_id
+    IF NEW.epoch IS NULL THEN
+        IF s.lease_owner IS NOT NULL AND s.lease_until > now() THEN
+            PERFORM aos_refuse_unless_retry(NEW.session_id, NEW.idempotency_key);
+            RAISE EXCEPTION 'session % is busy: % holds its lease', NEW.session_id, s.lease_owner
+                USING ERRCODE = 'AOS06';
+        END IF;
+        NEW.epoch := s.lease_epoch;
+    ELSIF NEW.epoch <> s.lease_epoch THEN
+        PERFORM aos_refuse_unless_retry(NEW.session_id, NEW.idempotency_key);
+        RAISE EXCEPTION 'stale lease epoch % for session % (current epoch %)', NEW.epoch, NEW.session_id,
+            s.lease_epoch USING ERRCODE = 'AOS04';
+    END IF;
+    IF NEW.seq IS NULL THEN
+        NEW.seq := s.last_seq;
+    ELSIF NEW.seq <> s.last_seq THEN
+        RAISE EXCEPTION 'seq % is not the next seq % of session %', NEW.seq, s.last_seq, NEW.session_id
             USING ERRCODE = 'AOS05';
     END IF;
-    UPDATE sessions SET last_seq = NEW.seq WHERE id = NEW.session_id;
     RETURN NEW;
 END $$;
 CREATE TRIGGER history_fence BEFORE INSERT ON history
     FOR EACH ROW EXECUTE FUNCTION aos_history_fence();
-
--- One round trip per append: lock the session, answer a retried key with the stored fact,
--- refuse archived sessions, insert at the next seq (the fence trigger checks the epoch).
--- p_epoch NULL is a writer without a lease (an administrator): refused while a live lease is held.
-CREATE FUNCTION aos_append(
-    p_session text, p_epoch bigint, p_kind text, p_role text, p_body jsonb, p_meta jsonb, p_key text
-) RETURNS TABLE (seq bigint, epoch bigint, created_at timestamptz, duplicate boolean) LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    s record;
-    h record;
-BEGIN
-    SELECT sessions.last_seq, sessions.status, sessions.lease_owner, sessions.lease_until, sessions.lease_epoch
-        INTO s FROM sessions WHERE id = p_session FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no session %', p_session USING ERRCODE = 'AOS02';
-    END IF;
-    SELECT history.seq, history.epoch, history.created_at INTO h
-        FROM history WHERE session_id = p_session AND idempotency_key = p_key;
-    IF FOUND THEN
-        RETURN QUERY SELECT h.seq, h.epoch, h.created_at, true;
-        RETURN;
-    END IF;
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'session % is archived', p_session USING ERRCODE = 'AOS03';
-    END IF;
-    IF p_epoch IS NULL AND s.lease_owner IS NOT NULL AND s.lease_until > now() THEN
-        RAISE EXCEPTION 'session % is busy: % holds its lease', p_session, s.lease_owner USING ERRCODE = 'AOS06';
-    END IF;
-    RETURN QUERY
-        INSERT INTO history AS x (session_id, seq, epoch, kind, role, body, meta, idempotency_key)
-        VALUES (p_session, s.last_seq + 1, coalesce(p_epoch, s.lease_epoch), p_kind, p_role, p_body, p_meta, p_key)
-        RETURNING x.seq, x.epoch, x.created_at, false;
-END $$;
 
 CREATE TABLE content (
     id             text NOT NULL,            -- sha256 of the bytes, hex

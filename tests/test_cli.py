@@ -1,0 +1,189 @@
+"""The ``aos`` command line, driven as a user drives it: real subprocesses, real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from aos.kernel.syscalls import SYSCALLS
+
+from .conftest import run_aos
+from .procutil import live_processes_mentioning
+
+
+@pytest.fixture
+def embedded_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
+    env["AOS_HOME"] = str(home)
+    return env
+
+
+def test_start_status_stop_with_embedded_postgres(embedded_env: dict[str, str], home: Path) -> None:
+    def aos(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_aos(*args, env=embedded_env)
+
+    try:
+        r = aos("status")
+        assert r.returncode == 3 and "aos is not running" in r.stdout
+
+        r = aos("start")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("aos started (pid ")
+        pid = int(r.stdout.split("pid ")[1].split(",")[0])
+
+        r = aos("start")
+        assert r.returncode == 0 and f"aos is already running (pid {pid})" in r.stdout
+
+        r = aos("status")
+        assert r.returncode == 0, r.stderr
+        assert f"running, pid {pid}" in r.stdout
+        assert "embedded PostgreSQL 18" in r.stdout
+        assert str(home / "run" / "kernel.sock") in r.stdout
+
+        r = aos("status", "--json")
+        assert r.returncode == 0
+        st = json.loads(r.stdout)
+        assert st["running"] is True and st["pid"] == pid
+        assert st["database"]["kind"] == "embedded"
+        assert st["database"]["fsync"] == "on" and st["database"]["unsafe_durability"] is False
+        assert st["uptime_s"] >= 0 and st["version"]
+
+        r = aos("stop")
+        assert r.returncode == 0 and f"aos stopped (pid {pid}" in r.stdout
+
+        r = aos("status")
+        assert r.returncode == 3 and "not running" in r.stdout
+        r = aos("status", "--json")
+        assert r.returncode == 3 and json.loads(r.stdout)["running"] is False
+        assert not (home / "run" / "kernel.sock").exists()
+        assert live_processes_mentioning(str(home)) == []
+
+        r = aos("stop")
+        assert r.returncode == 0 and "not running" in r.stdout
+        log = aos("logs", "-n", "0")
+        assert "aos.started" in log.stdout and "aos.stopped" in log.stdout and "INFO" in log.stdout
+    finally:
+        aos("stop")
+
+
+def test_agents_sessions_history_through_the_cli(aos: Any) -> None:
+    assert aos("start").returncode == 0
+    r = aos("agent", "list")
+    assert r.returncode == 0 and "no agents yet" in r.stdout
+
+    r = aos("agent", "create", "alice", "--instructions", "be brief", "--model", "m1")
+    assert r.returncode == 0 and r.stdout.startswith("created agent alice (ag_")
+    r = aos("agent", "create", "alice")
+    assert r.returncode == 1 and "conflict: an agent named 'alice' already exists" in r.stderr
+
+    r = aos("agent", "list")
+    assert "alice" in r.stdout and "NAME" in r.stdout and "m1" in r.stdout
+    agents = json.loads(aos("agent", "list", "--json").stdout)
+    assert [a["name"] for a in agents] == ["alice"]
+    r = aos("agent", "show", "alice")
+    assert "be brief" in r.stdout
+
+    s = json.loads(aos("session", "create", "alice", "--title", "demo", "--json").stdout)
+    sid = s["id"]
+    for text in ("hello", "two\nlines"):
+        r = aos(
+            "call", "session.append", json.dumps({"session": sid, "role": "user", "body": {"text": text}})
+        )
+        assert r.returncode == 0, r.stderr
+    r = aos("call", "session.append", "-", input=json.dumps({"session": sid, "body": [1, 2]}))
+    assert json.loads(r.stdout)["seq"] == 3
+
+    r = aos("history", sid)
+    lines = r.stdout.splitlines()
+    assert "message/user" in lines[0] and lines[0].endswith("hello")
+    assert lines[1].endswith("two") and lines[2].strip() == "lines"
+    assert lines[3].endswith("[1, 2]")
+    facts = [json.loads(x) for x in aos("history", sid, "--json").stdout.splitlines()]
+    assert [f["seq"] for f in facts] == [1, 2, 3]
+    assert [
+        f["seq"] for f in map(json.loads, aos("history", sid, "--json", "--after", "2").stdout.splitlines())
+    ] == [3]
+
+    r = aos("session", "list")
+    assert sid in r.stdout and "demo" in r.stdout
+    r = aos("session", "show", sid)
+    assert "last_seq" in r.stdout and " 3" in r.stdout
+
+    r = aos("agent", "archive", "alice")
+    assert r.returncode == 0 and "archived agent alice" in r.stdout
+    r = aos("call", "session.append", json.dumps({"session": sid, "body": "x"}))
+    assert r.returncode == 1 and "archived" in r.stderr
+
+
+def test_call_errors_and_list(aos: Any) -> None:
+    assert aos("start").returncode == 0
+    r = aos("call", "agent.list", "{not json")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+    r = aos("call", "agent.list", "[1]")
+    assert r.returncode == 2 and "must be a JSON object" in r.stderr
+    r = aos("call", "agent.gett")
+    assert r.returncode == 1 and "method_not_found" in r.stderr and "agent.get" in r.stderr
+    r = aos("call", "agent.get", '{"agent": "nobody"}', "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["data"]["type"] == "not_found"
+    r = aos("call", "--list")
+    assert all(name in r.stdout for name in SYSCALLS)
+
+
+def test_commands_say_when_the_daemon_is_not_running(aos: Any) -> None:
+    r = aos("agent", "list")
+    assert r.returncode == 3 and "aos is not running" in r.stderr and "aos start" in r.stderr
+
+
+def test_history_follow_streams_new_facts(aos: Any, daemon_env: dict[str, str]) -> None:
+    assert aos("start").returncode == 0
+    aos("agent", "create", "alice")
+    sid = json.loads(aos("session", "create", "alice", "--json").stdout)["id"]
+    aos("call", "session.append", json.dumps({"session": sid, "body": {"text": "before"}}))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aos", "history", sid, "--follow"],
+        env=daemon_env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline().rstrip().endswith("before")
+        aos("call", "session.append", json.dumps({"session": sid, "body": {"text": "after"}}))
+        assert follower.stdout.readline().rstrip().endswith("after")
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        if follower.stdout is not None:
+            follower.stdout.close()
+
+
+def test_refuses_a_database_without_durability(aos: Any, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    r = aos("start")
+    assert r.returncode == 1
+    assert "synchronous_commit=off" in r.stderr and "--unsafe-durability" in r.stderr
+    assert aos("status").returncode == 3
+
+    r = aos("start", "--unsafe-durability")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(aos("status", "--json").stdout)
+    assert st["database"]["unsafe_durability"] is True
+    assert "UNSAFE" in aos("status").stdout
+
+
+def test_bad_aoscb_json_is_reported(aos: Any, home: Path) -> None:
+    (home / "aoscb.json").write_text('{"limits": {"max_steps": "many"}}')
+    r = aos("start")
+    assert r.returncode == 1 and "limits.max_steps must be a positive integer" in r.stderr
+    (home / "aoscb.json").write_text("{oops")
+    r = aos("start")
+    assert r.returncode == 1 and "aoscb.json: not valid JSON" in r.stderr
