@@ -156,7 +156,9 @@ async def test_a_refused_append_in_a_group_commit_fails_alone(kernel: Any) -> No
 
     async def one(sid: str, i: int) -> Any:
         try:
-            return await k.append(sid, epoch=None, kind="note", role=None, body=i, meta=None, idempotency_key=f"g{i}")
+            return await k.append(
+                sid, epoch=None, kind="note", role=None, body=i, meta=None, idempotency_key=f"g{i}"
+            )
         except Exception as exc:
             return exc
 

@@ -250,6 +250,13 @@ async def test_runtime_log_redacts_secrets(rpc: RpcConnection, monkeypatch: pyte
         assert canary not in str(entry) and "x1" not in str(entry)
         assert entry["args"]["settings"]["api_key"] == "***"
         assert entry["args"]["instructions"] == "use ***"
+        # History never stores the secret either, but keeps its keys.
+        sid = (await call(rpc, "session.create", {"agent": "alice"}))["id"]
+        body = {"text": f"my key is {canary}", "prompt_tokens": 12, "api_key": "not-a-known-secret"}
+        await call(rpc, "session.append", {"session": sid, "body": body, "meta": {"k": canary}})
+        fact = (await call(rpc, "history.list", {"session": sid}))["facts"][0]
+        assert fact["body"] == {"text": "my key is ***", "prompt_tokens": 12, "api_key": "not-a-known-secret"}
+        assert fact["meta"] == {"k": "***"}
     finally:
         monkeypatch.delenv("OPENAI_API_KEY")
         redact.refresh_secret_values()

@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
-from ..redact import redact
+from ..redact import redact, scrub_values
 from . import models as m
 from .syscalls import SYSCALLS, CallerKind, check_caller
 
@@ -217,7 +217,9 @@ class Kernel:
         meta: dict[str, Any] | None,
         idempotency_key: str,
     ) -> m.AppendResult:
-        """Append a fact and wake the session's subscribers."""
+        """Append a fact (secret values scrubbed) and wake the session's subscribers."""
+        body = scrub_values(body)
+        meta = scrub_values(meta)
         seq, stored_epoch, created_at, duplicate = await self.store.append(
             session_id,
             epoch=epoch,

@@ -8,10 +8,11 @@ generated from exactly what the kernel serves.
 from __future__ import annotations
 
 import re
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from aos_sdk.errors import Archived, InvalidParams, PermissionDenied
 
@@ -312,11 +313,26 @@ def check_caller(sc: Syscall, kind: CallerKind, permissions: frozenset[str] | No
         )
 
 
+def _type_name(ann: Any) -> str:
+    origin = get_origin(ann)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(ann) if a is not type(None))
+    if origin is Literal:
+        return " or ".join(f"'{a}'" for a in get_args(ann))
+    if origin is list:
+        return f"list of {_type_name(get_args(ann)[0])}"
+    if origin is dict or ann is dict:
+        return "object"
+    if ann is Any:
+        return "JSON"
+    return str(getattr(ann, "__name__", ann))
+
+
 def _fields(model: type[m.Params]) -> str:
-    parts = []
-    for name, f in model.model_fields.items():
-        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
-        parts.append(f"`{name}`" + ("" if f.is_required() else "?") + f": {ann}")
+    parts = [
+        f"`{name}`" + ("" if f.is_required() else "?") + f": {_type_name(f.annotation)}"
+        for name, f in model.model_fields.items()
+    ]
     return ", ".join(parts) or "—"
 
 
@@ -329,3 +345,29 @@ def markdown_table() -> str:
         for sc in SYSCALLS.values()
     )
     return "\n".join(rows) + "\n"
+
+
+_BEGIN, _END = (
+    "<!-- syscalls:begin (generated: uv run python -m aos.kernel.syscalls --write) -->",
+    "<!-- syscalls:end -->",
+)
+
+
+def render_into(doc: str) -> str:
+    """``doc`` with the text between the syscall markers replaced by :func:`markdown_table`."""
+    head, sep, rest = doc.partition(_BEGIN)
+    if not sep or _END not in rest:
+        raise ValueError("the document has no syscall table markers")
+    return head + _BEGIN + "\n" + markdown_table() + _END + rest.partition(_END)[2]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parents[3] / "docs" / "syscalls.md"
+    if sys.argv[1:] == ["--write"]:
+        target.write_text(render_into(target.read_text()))
+        print(f"wrote {target}")
+    else:
+        print(markdown_table(), end="")
