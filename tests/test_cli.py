@@ -187,3 +187,20 @@ def test_bad_aoscb_json_is_reported(aos: Any, home: Path) -> None:
     (home / "aoscb.json").write_text("{oops")
     r = aos("start")
     assert r.returncode == 1 and "aoscb.json: not valid JSON" in r.stderr
+
+
+@pytest.mark.slow
+def test_stop_kills_a_daemon_that_does_not_stop(aos: Any, home: Path) -> None:
+    import signal
+
+    from aos.pidlock import PidLock
+
+    assert aos("start").returncode == 0
+    pid = PidLock.holder(home / "run" / "aos.pid")
+    assert pid and pid > 0
+    os.kill(pid, signal.SIGSTOP)  # hung: it cannot act on SIGTERM
+    r = aos("stop", "--timeout", "1")
+    assert r.returncode == 0 and "killing it (SIGKILL)" in r.stderr and f"aos killed (pid {pid})" in r.stdout
+    assert aos("status").returncode == 3
+    r = aos("start")  # and the next start recovers
+    assert r.returncode == 0, r.stderr
