@@ -44,6 +44,23 @@ def pct(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n > 1 else ''}"
+
+
+def row(measure: str, lat: list[float], rate: float, budget: str, peer: str, peer_lat: list[float]) -> Row:
+    """One table row: latencies in seconds become µs."""
+    return {
+        "measure": measure,
+        "p50_us": statistics.median(lat) * 1e6,
+        "p99_us": pct(lat, 0.99) * 1e6,
+        "per_s": rate,
+        "budget": budget,
+        "peer": peer,
+        "peer_p50_us": statistics.median(peer_lat) * 1e6,
+    }
+
+
 async def timed_loop(
     clients: int, seconds: float, make: Callable[[int], Awaitable[Callable[[], Awaitable[Any]]]]
 ) -> tuple[list[float], float]:
@@ -111,15 +128,14 @@ async def main(seconds: float) -> list[Row]:
                 plat, _ = await timed_loop(clients, seconds, make_peer)
                 budget = {"200 B": "p50 < 250 µs, p99 < 1 ms", "64 KiB": "p50 < 1 ms"}[label]
                 rows.append(
-                    {
-                        "measure": f"syscall round trip {label}, {clients} client{'s' if clients > 1 else ''}",
-                        "p50_us": statistics.median(lat) * 1e6,
-                        "p99_us": pct(lat, 0.99) * 1e6,
-                        "per_s": rate,
-                        "budget": budget if clients == 1 else "-",
-                        "peer": "bare WS echo",
-                        "peer_p50_us": statistics.median(plat) * 1e6,
-                    }
+                    row(
+                        f"syscall round trip {label}, {plural(clients, 'client')}",
+                        lat,
+                        rate,
+                        budget if clients == 1 else "-",
+                        "bare WS echo",
+                        plat,
+                    )
                 )
         peer.terminate()
         peer.wait()
@@ -172,28 +188,11 @@ async def main(seconds: float) -> list[Row]:
                     )
 
                 slat, srate = await timed_loop(sessions, seconds, make_store_append)
-            rows.append(
-                {
-                    "measure": f"store append, {sessions} session{'s' if sessions > 1 else ''}",
-                    "p50_us": statistics.median(slat) * 1e6,
-                    "p99_us": pct(slat, 0.99) * 1e6,
-                    "per_s": srate,
-                    "budget": "p50 < 500 µs" if sessions == 1 else "≥ 8,000 appends/s",
-                    "peer": f"raw INSERT ({prate:,.0f}/s)",
-                    "peer_p50_us": statistics.median(plat) * 1e6,
-                }
-            )
-            rows.append(
-                {
-                    "measure": f"session.append syscall, {sessions} session{'s' if sessions > 1 else ''}",
-                    "p50_us": statistics.median(lat) * 1e6,
-                    "p99_us": pct(lat, 0.99) * 1e6,
-                    "per_s": rate,
-                    "budget": "p50 < 500 µs" if sessions == 1 else "≥ 8,000 appends/s",
-                    "peer": f"raw INSERT ({prate:,.0f}/s)",
-                    "peer_p50_us": statistics.median(plat) * 1e6,
-                }
-            )
+            budget = "p50 < 500 µs" if sessions == 1 else "≥ 8,000 appends/s"
+            peer_name = f"raw INSERT ({prate:,.0f}/s)"
+            n = plural(sessions, "session")
+            rows.append(row(f"store append, {n}", slat, srate, budget, peer_name, plat))
+            rows.append(row(f"session.append syscall, {n}", lat, rate, budget, peer_name, plat))
     finally:
         for cm in reversed(conns):
             await cm.__aexit__(None, None, None)
