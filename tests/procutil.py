@@ -20,3 +20,12 @@ def live_processes_mentioning(text: str) -> list[tuple[int, str]]:
         if text in cmdline and state != "Z":
             found.append((int(entry.name), cmdline.strip()))
     return found
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (it may linger as a zombie until its parent reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"

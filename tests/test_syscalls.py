@@ -7,16 +7,10 @@ from typing import Any
 
 import pytest
 
-from aos.kernel.syscalls import SYSCALLS
 from aos_sdk.connection import RpcConnection, open_connection
 from aos_sdk.errors import Archived, Conflict, InvalidParams, NotFound, SessionBusy
 
-COVERED: set[str] = set()
-
-
-async def call(rpc: RpcConnection, method: str, params: dict[str, Any] | None = None) -> Any:
-    COVERED.add(method)
-    return await rpc.call(method, params or {}, timeout=10)
+from .rpc import COVERED, call
 
 
 async def make_session(rpc: RpcConnection, agent: str = "alice") -> str:
@@ -28,7 +22,14 @@ async def test_system_status_and_config(rpc: RpcConnection) -> None:
     st = await call(rpc, "system.status")
     assert st["database"]["fsync"] == "on"
     assert st["database"]["synchronous_commit"] == "on"
-    assert st["counts"] == {"agents": 0, "sessions": 0, "facts": 0, "connections": 1, "subscriptions": 0}
+    assert st["counts"] == {
+        "agents": 0,
+        "sessions": 0,
+        "facts": 0,
+        "connections": 1,
+        "subscriptions": 0,
+        "dispatches": 0,
+    }
     assert st["sockets"]["kernel"].endswith("run/kernel.sock")
     assert "password" not in st["database"]["url"]
     payload = {"text": "é" * 100, "n": [1, 2.5, None, True]}
@@ -260,8 +261,3 @@ async def test_runtime_log_redacts_secrets(rpc: RpcConnection, monkeypatch: pyte
     finally:
         monkeypatch.delenv("OPENAI_API_KEY")
         redact.refresh_secret_values()
-
-
-def test_every_syscall_has_a_round_trip() -> None:
-    # Runs last in this module: every syscall in the table must have been called above.
-    assert set(SYSCALLS) - COVERED == set()

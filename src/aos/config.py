@@ -21,7 +21,9 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "model": "openrouter/openai/gpt-4o-mini",
+    "model_params": {},
     "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": []},
+    "providers": ["skills/aos-context/inproc.py"],
     "limits": {
         "max_steps": 50,
         "bash_timeout_s": 120,
@@ -30,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         "max_frame_bytes": 16 * 1024 * 1024,
         "max_in_flight": 64,
         "drain_timeout_s": 10,
+        "max_format_errors": 3,
+        "model_retries": 3,
+        "model_backoff_ms": 500,
     },
     "ui": {"port": 8765},
 }

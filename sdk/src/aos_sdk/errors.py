@@ -15,7 +15,8 @@ The tree::
     ├── Archived             -32006 archived
     ├── Overloaded           -32007 overloaded
     ├── Unavailable          -32008 unavailable
-    └── ConnectionLost       -32009 connection_lost (client side only)
+    ├── ConnectionLost       -32009 connection_lost (client side only)
+    └── Rejected             -32010 rejected (a gate hook refused the operation)
 
 A server turns an exception into ``{"code", "message", "data": {"type", ...}}``; a client turns
 that back into the same class with :func:`from_error`, so ``except SessionBusy`` works on both
@@ -40,6 +41,7 @@ __all__ = [
     "ParseError",
     "PermissionDenied",
     "ProtocolError",
+    "Rejected",
     "SessionBusy",
     "StaleEpoch",
     "Unavailable",
@@ -179,6 +181,13 @@ class ConnectionLost(AosError):
     type = "connection_lost"
 
 
+class Rejected(AosError):
+    """A gate hook refused the operation; ``details["skill"]`` names the skill."""
+
+    code = -32010
+    type = "rejected"
+
+
 _BY_CODE: dict[int, type[AosError]] = {
     cls.code: cls
     for cls in (
@@ -196,6 +205,7 @@ _BY_CODE: dict[int, type[AosError]] = {
         Overloaded,
         Unavailable,
         ConnectionLost,
+        Rejected,
     )
 }
 

@@ -14,7 +14,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -119,6 +119,11 @@ _AGENT_COLS = (
 _SESSION_COLS = (
     "id, agent_id, title, status, phase, settings, parent_id, forked_at_seq, lease_owner, lease_epoch, "
     "lease_until, last_seq, revision, created_at, updated_at"
+)
+_DISPATCH_COLS = "id, session_id, agent_id, epoch, owner, status, model, steps, error, started_at, ended_at"
+_APPROVAL_COLS = (
+    "id, session_id, dispatch_id, agent_id, call_id, command, cwd, reason, skill, status, resolved_by, note,"
+    " created_at, resolved_at"
 )
 _FACT_COLS = "session_id, seq, epoch, kind, role, body, meta, idempotency_key, created_at"
 # seq and epoch NULL: the fence trigger numbers the fact and stamps or checks the epoch.
@@ -261,12 +266,12 @@ class Store:
                 row = await cur.fetchone()
                 return None if row is None else next(iter(row.values()))
 
-    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def _exec(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
         with _translate():
             async with self.pool.connection() as conn:
                 await conn.execute(sql, params)
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+    async def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> dict[str, Any] | None:
         with _translate():
             async with self.pool.connection() as conn:
                 cur = await conn.execute(sql, params)
@@ -669,3 +674,229 @@ class Store:
             f" WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
             params,
         )
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def claim_lease(self, session_id: str, owner: str, ttl_s: float) -> dict[str, Any]:
+        """Take the session's lease with a new epoch (compare-and-set); returns the session.
+
+        Raises:
+            NotFound, Archived, SessionBusy (naming the holder).
+        """
+        row = await self._one(
+            f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"
+            f" lease_until = now() + make_interval(secs => %s), phase = 'dispatched', updated_at = now()"
+            f" WHERE id = %s AND status = 'active' AND (lease_owner IS NULL OR lease_until < now())"
+            f" RETURNING {_SESSION_COLS}",
+            (owner, ttl_s, session_id),
+        )
+        if row is not None:
+            return row
+        cur = await self.get_session(session_id)
+        if cur["status"] != "active":
+            raise Archived(f"session {session_id} is archived", session=session_id)
+        raise SessionBusy(
+            f"session {session_id} is busy: {cur['lease_owner']} holds its lease",
+            session=session_id,
+            holder=cur["lease_owner"],
+        )
+
+    async def take_over_lease(
+        self, session_id: str, old_owner: str, owner: str, ttl_s: float
+    ) -> dict[str, Any] | None:
+        """Take a lease from a dead owner (new epoch); None if it changed hands meanwhile."""
+        return await self._one(
+            f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"
+            f" lease_until = now() + make_interval(secs => %s), updated_at = now()"
+            f" WHERE id = %s AND lease_owner = %s RETURNING {_SESSION_COLS}",
+            (owner, ttl_s, session_id, old_owner),
+        )
+
+    async def renew_lease(self, session_id: str, owner: str, epoch: int, ttl_s: float) -> bool:
+        """Extend a lease we hold; False if it is no longer ours."""
+        row = await self._one(
+            "UPDATE sessions SET lease_until = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING id",
+            (ttl_s, session_id, owner, epoch),
+        )
+        return row is not None
+
+    async def set_phase(self, session_id: str, epoch: int, phase: str) -> None:
+        await self._exec(
+            "UPDATE sessions SET phase = %s, updated_at = now() WHERE id = %s AND lease_epoch = %s",
+            (phase, session_id, epoch),
+        )
+
+    async def release_lease(self, session_id: str, owner: str, epoch: int) -> bool:
+        """Give the lease back (phase idle); False if it was no longer ours."""
+        row = await self._one(
+            "UPDATE sessions SET lease_owner = NULL, lease_until = NULL, phase = 'idle', updated_at = now()"
+            " WHERE id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING id",
+            (session_id, owner, epoch),
+        )
+        return row is not None
+
+    async def leased_sessions(self) -> list[dict[str, Any]]:
+        """Sessions whose lease is held, with whether it has expired."""
+        return await self._all(
+            f"SELECT {_SESSION_COLS}, lease_until < now() AS expired FROM sessions WHERE lease_owner IS NOT NULL"
+        )
+
+    # -- dispatches ----------------------------------------------------------------------------
+
+    async def create_dispatch(
+        self, *, dispatch_id: str, session_id: str, agent_id: str, epoch: int, owner: str, model: str
+    ) -> None:
+        await self._exec(
+            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model) VALUES (%s, %s, %s, %s, %s, %s)",
+            (dispatch_id, session_id, agent_id, epoch, owner, model),
+        )
+
+    async def update_dispatch(
+        self,
+        dispatch_id: str,
+        *,
+        status: str | None = None,
+        steps: int | None = None,
+        error: dict[str, Any] | None = None,
+        ended: bool = False,
+        epoch: int | None = None,
+        owner: str | None = None,
+    ) -> None:
+        sets: list[str] = []
+        params: list[Any] = []
+        for col, val in (("status", status), ("steps", steps), ("epoch", epoch), ("owner", owner)):
+            if val is not None:
+                sets.append(f"{col} = %s")
+                params.append(val)
+        if error is not None:
+            sets.append("error = %s")
+            params.append(Jsonb(error))
+        if ended:
+            sets.append("ended_at = now()")
+        if not sets:
+            return
+        params.append(dispatch_id)
+        await self._exec(f"UPDATE dispatches SET {', '.join(sets)} WHERE id = %s", params)
+
+    async def get_dispatch(self, dispatch_id: str) -> dict[str, Any]:
+        row = await self._one(f"SELECT {_DISPATCH_COLS} FROM dispatches WHERE id = %s", (dispatch_id,))
+        if row is None:
+            raise NotFound(f"no dispatch {dispatch_id!r}", dispatch=dispatch_id)
+        return row
+
+    async def last_dispatch(self, session_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            f"SELECT {_DISPATCH_COLS} FROM dispatches WHERE session_id = %s ORDER BY started_at DESC, id DESC LIMIT 1",
+            (session_id,),
+        )
+
+    async def dispatch_facts(self, session_id: str, dispatch_id: str) -> list[dict[str, Any]]:
+        """The facts a dispatch wrote (meta.dispatch_id), in seq order."""
+        return await self._all(
+            f"SELECT {_FACT_COLS} FROM history WHERE session_id = %s AND meta->>'dispatch_id' = %s ORDER BY seq",
+            (session_id, dispatch_id),
+        )
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def create_approval(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = await self._one(
+            "INSERT INTO approvals (id, session_id, dispatch_id, agent_id, call_id, command, cwd, reason, skill)"
+            f" VALUES (%(id)s, %(session_id)s, %(dispatch_id)s, %(agent_id)s, %(call_id)s, %(command)s, %(cwd)s,"
+            f" %(reason)s, %(skill)s) RETURNING {_APPROVAL_COLS}",
+            row,
+        )
+        assert out is not None
+        return out
+
+    async def get_approval(self, approval_id: str) -> dict[str, Any]:
+        row = await self._one(f"SELECT {_APPROVAL_COLS} FROM approvals WHERE id = %s", (approval_id,))
+        if row is None:
+            raise NotFound(f"no approval {approval_id!r}", approval=approval_id)
+        return row
+
+    async def resolve_approval(
+        self, approval_id: str, status: str, by: str, note: str | None
+    ) -> dict[str, Any]:
+        """Resolve a pending approval; a second resolution is a conflict."""
+        row = await self._one(
+            "UPDATE approvals SET status = %s, resolved_by = %s, note = %s, resolved_at = now()"
+            f" WHERE id = %s AND status = 'pending' RETURNING {_APPROVAL_COLS}",
+            (status, by, note, approval_id),
+        )
+        if row is None:
+            cur = await self.get_approval(approval_id)
+            raise Conflict(f"approval {approval_id} is already {cur['status']}", status=cur["status"])
+        return row
+
+    async def list_approvals(
+        self, *, session_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if session_id is not None:
+            where.append("session_id = %s")
+            params.append(session_id)
+        if status is not None:
+            where.append("status = %s")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit)
+        return await self._all(
+            f"SELECT {_APPROVAL_COLS} FROM approvals {clause} ORDER BY created_at, id LIMIT %s", params
+        )
+
+    async def pending_approval_for(self, dispatch_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s AND status = 'pending'"
+            " ORDER BY created_at LIMIT 1",
+            (dispatch_id,),
+        )
+
+    # -- usage ---------------------------------------------------------------------------------
+
+    async def record_usage(self, row: dict[str, Any]) -> None:
+        await self._exec(
+            "INSERT INTO usage (agent_id, session_id, source, actor, model, prompt_tokens, completion_tokens, cost,"
+            " latency_ms) VALUES (%(agent_id)s, %(session_id)s, %(source)s, %(actor)s, %(model)s, %(prompt_tokens)s,"
+            " %(completion_tokens)s, %(cost)s, %(latency_ms)s)",
+            row,
+        )
+
+    async def usage_report(
+        self, *, group_by: str, agent_id: str | None, session_id: str | None, since_days: int
+    ) -> list[dict[str, Any]]:
+        """Tokens, cost and calls, from assistant facts (dispatch steps) plus compute calls."""
+        key = {
+            "day": "to_char(date_trunc('day', ts), 'YYYY-MM-DD')",
+            "agent": "coalesce(agent, '-')",
+            "session": "coalesce(session, '-')",
+            "model": "model",
+        }[group_by]
+        filters: list[str] = ["ts > now() - make_interval(days => %s)"]
+        params: list[Any] = [since_days]
+        if agent_id is not None:
+            filters.append("agent_id = %s")
+            params.append(agent_id)
+        if session_id is not None:
+            filters.append("session_id = %s")
+            params.append(session_id)
+        sql = (
+            "WITH calls AS ("
+            " SELECT h.created_at AS ts, s.agent_id, h.session_id, a.name AS agent, h.session_id AS session,"
+            "  coalesce(h.meta->'usage'->>'model', '?') AS model,"
+            "  coalesce((h.meta->'usage'->>'prompt_tokens')::int, 0) AS prompt_tokens,"
+            "  coalesce((h.meta->'usage'->>'completion_tokens')::int, 0) AS completion_tokens,"
+            "  (h.meta->'usage'->>'cost')::float8 AS cost"
+            " FROM history h JOIN sessions s ON s.id = h.session_id JOIN agents a ON a.id = s.agent_id"
+            " WHERE h.kind = 'message' AND h.role = 'assistant' AND h.meta ? 'usage'"
+            " UNION ALL"
+            " SELECT u.ts, u.agent_id, u.session_id, a.name, u.session_id, u.model, u.prompt_tokens,"
+            "  u.completion_tokens, u.cost"
+            " FROM usage u LEFT JOIN agents a ON a.id = u.agent_id)"
+            f" SELECT {key} AS key, count(*) AS calls, sum(prompt_tokens)::bigint AS prompt_tokens,"
+            " sum(completion_tokens)::bigint AS completion_tokens, sum(cost) AS cost"
+            f" FROM calls WHERE {' AND '.join(filters)} GROUP BY 1 ORDER BY 1"
+        )
+        return await self._all(sql, params)

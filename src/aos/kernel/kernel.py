@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aos_sdk.connection import RpcConnection
-from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound
+from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound, Rejected
 
 from .. import __version__
 from ..config import Config, Paths
@@ -29,6 +29,9 @@ from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
 from ..redact import redact, scrub_values
 from . import models as m
+from .dispatch import Dispatcher
+from .hooks import Ask, HookBus, Reject
+from .providers import load_providers
 from .syscalls import SYSCALLS, CallerKind, check_caller
 
 __all__ = ["CallContext", "Caller", "DatabaseSettings", "Kernel"]
@@ -99,18 +102,29 @@ class Kernel:
         self._log_lock = asyncio.Lock()
         self.connections = 0
         self.pid = os.getpid()
+        self.hooks = HookBus()
+        self.provider_problems: list[dict[str, str]] = []
+        self.dispatcher = Dispatcher(self, self.hooks)
 
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
         cls, store: Store, config: Config, paths: Paths, db: DatabaseSettings
     ) -> AsyncIterator[Kernel]:
-        """A kernel with its runtime-log writer; flushes the log on exit."""
+        """A kernel with its hook providers, dispatcher (recovery first) and runtime-log writer.
+
+        On exit: running dispatches are interrupted (cause ``shutdown``), dispatches waiting for a
+        human are left waiting (they resume at the next start), and the log is flushed.
+        """
         kernel = cls(store, config, paths, db)
+        kernel.provider_problems = load_providers(kernel.hooks, list(config.data.get("providers") or []))
         writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
         try:
+            await kernel.dispatcher.start_background()
             yield kernel
         finally:
+            await kernel.dispatcher.close(timeout=float(config.data["limits"].get("drain_timeout_s", 10)))
+            await kernel.hooks.wait_events()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -216,10 +230,28 @@ class Kernel:
         body: Any,
         meta: dict[str, Any] | None,
         idempotency_key: str,
+        agent_id: str | None = None,
     ) -> m.AppendResult:
-        """Append a fact (secret values scrubbed) and wake the session's subscribers."""
+        """Append a fact (secret values scrubbed) and wake the session's subscribers.
+
+        The ``message.before_write`` gate may rewrite the fact's body and meta, or refuse it.
+        """
         body = scrub_values(body)
         meta = scrub_values(meta)
+        if self.hooks.handlers("message.before_write"):
+            ids = {
+                "agent_id": agent_id,
+                "session_id": session_id,
+                "dispatch_id": (meta or {}).get("dispatch_id"),
+                "kind": kind,
+                "role": role,
+            }
+            verdict = await self.hooks.gate("message.before_write", ids, {"body": body, "meta": meta})
+            if isinstance(verdict, Reject | Ask):
+                raise Rejected(
+                    f"message.before_write refused by {verdict.skill}: {verdict.reason}", skill=verdict.skill
+                )
+            body, meta = verdict.get("body", body), verdict.get("meta", meta)
         seq, stored_epoch, created_at, duplicate = await self.store.append(
             session_id,
             epoch=epoch,
@@ -337,6 +369,7 @@ class Kernel:
         counts = await self.store.counts()
         counts["connections"] = self.connections
         counts["subscriptions"] = sum(len(s) for s in self._watchers.values())
+        counts["dispatches"] = self.dispatcher.running()
         return m.StatusResult(
             version=__version__,
             pid=os.getpid(),

@@ -322,3 +322,124 @@ class LogEntry(Result):
 class LogListResult(Result):
     entries: list[LogEntry]
     next_after: int | None
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+class SessionDispatch(Params):
+    session: str = Field(min_length=1)
+    message: str = Field(min_length=1, description="the user's message")
+
+
+class DispatchStarted(Result):
+    dispatch_id: str
+    session_id: str
+    epoch: int
+    seq: int = Field(description="seq of the user message fact")
+
+
+class SessionInterrupt(Params):
+    session: str = Field(min_length=1)
+    reason: str = "interrupted by the user"
+
+
+class InterruptResult(Result):
+    session_id: str
+    interrupted: bool = Field(description="false when the session had no running dispatch")
+    dispatch_id: str | None
+
+
+class DispatchRef(Params):
+    dispatch: str = Field(min_length=1)
+
+
+class Dispatch(Result):
+    id: str
+    session_id: str
+    agent_id: str
+    epoch: int
+    owner: str
+    status: str
+    model: str | None
+    steps: int
+    error: Any
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class HookListResult(Result):
+    hooks: list[dict[str, Any]]
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+
+class Approval(Result):
+    id: str
+    session_id: str
+    dispatch_id: str
+    agent_id: str
+    call_id: str
+    command: str
+    cwd: str
+    reason: str
+    skill: str
+    status: Literal["pending", "approved", "denied", "cancelled"]
+    resolved_by: str | None
+    note: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class ApprovalList(Params):
+    session: str | None = None
+    status: Literal["pending", "approved", "denied", "cancelled"] | None = "pending"
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ApprovalListResult(Result):
+    approvals: list[Approval]
+
+
+class ApprovalResolve(Params):
+    approval: str = Field(min_length=1)
+    decision: Literal["approve", "deny"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+# -- compute and usage -------------------------------------------------------------------------
+
+
+class ComputeComplete(Params):
+    messages: list[dict[str, Any]] = Field(min_length=1, description="chat messages in OpenAI wire format")
+    model: str | None = Field(default=None, description="default: the agent's, else aoscb.json's")
+    agent: str | None = Field(default=None, description="account the usage to this agent")
+    session: str | None = Field(default=None, description="account the usage to this session")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra litellm parameters")
+
+
+class ComputeResult(Result):
+    text: str | None
+    model: str
+    usage: dict[str, Any]
+
+
+class UsageGet(Params):
+    group_by: Literal["day", "agent", "session", "model"] = "day"
+    agent: str | None = None
+    session: str | None = None
+    since_days: int = Field(default=30, ge=1, le=3650)
+
+
+class UsageRow(Result):
+    key: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+
+
+class UsageResult(Result):
+    rows: list[UsageRow]
+    total: UsageRow

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from aos_sdk.errors import Archived, InvalidParams, PermissionDenied
+from aos_sdk.errors import Archived, InvalidParams, PermissionDenied, Unavailable
 
 from . import models as m
 
@@ -240,6 +240,87 @@ async def content_search(k: Kernel, ctx: CallContext, p: m.ContentSearch) -> m.C
     return m.ContentSearchResult(content_id=p.content_id, matches=matches, truncated=truncated)
 
 
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+async def session_dispatch(k: Kernel, ctx: CallContext, p: m.SessionDispatch) -> m.DispatchStarted:
+    return m.DispatchStarted.model_validate(await k.dispatcher.start(p.session, p.message))
+
+
+async def session_interrupt(k: Kernel, ctx: CallContext, p: m.SessionInterrupt) -> m.InterruptResult:
+    return m.InterruptResult.model_validate(await k.dispatcher.interrupt(p.session, p.reason))
+
+
+async def dispatch_get(k: Kernel, ctx: CallContext, p: m.DispatchRef) -> m.Dispatch:
+    return m.Dispatch.model_validate(await k.store.get_dispatch(p.dispatch))
+
+
+async def hook_list(k: Kernel, ctx: CallContext, p: m.Empty) -> m.HookListResult:
+    return m.HookListResult(hooks=k.hooks.table())
+
+
+async def approval_list(k: Kernel, ctx: CallContext, p: m.ApprovalList) -> m.ApprovalListResult:
+    rows = await k.store.list_approvals(session_id=p.session, status=p.status, limit=p.limit)
+    return m.ApprovalListResult(approvals=[m.Approval.model_validate(r) for r in rows])
+
+
+async def approval_resolve(k: Kernel, ctx: CallContext, p: m.ApprovalResolve) -> m.Approval:
+    row = await k.dispatcher.resolve(p.approval, p.decision, ctx.caller.actor, p.note)
+    return m.Approval.model_validate(row)
+
+
+async def compute_complete(k: Kernel, ctx: CallContext, p: m.ComputeComplete) -> m.ComputeResult:
+    from ..loop.model import ModelError, complete
+
+    agent = None if p.agent is None else await k.store.get_agent(p.agent)
+    session = None if p.session is None else await k.store.get_session(p.session)
+    if agent is None and session is not None:
+        agent = await k.store.get_agent(session["agent_id"])
+    params: dict[str, Any] = dict(k.config.data.get("model_params") or {})
+    if agent is not None:
+        params.update((agent["settings"] or {}).get("model_params") or {})
+    params.update(p.params)
+    model = p.model or (agent["model"] if agent else None) or str(k.config.data["model"])
+    try:
+        reply = await complete(
+            model=model, messages=p.messages, params=params, retries=k.config.limit("model_retries")
+        )
+    except ModelError as exc:
+        raise Unavailable(f"the model call failed: {exc.message}", kind=exc.kind, status=exc.status) from exc
+    usage = reply.usage()
+    await k.store.record_usage(
+        {
+            "agent_id": agent["id"] if agent else None,
+            "session_id": session["id"] if session else None,
+            "source": "compute",
+            "actor": ctx.caller.actor,
+            "model": reply.model,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "cost": reply.cost,
+            "latency_ms": reply.latency_ms,
+        }
+    )
+    return m.ComputeResult(text=reply.text, model=reply.model, usage=usage)
+
+
+async def usage_get(k: Kernel, ctx: CallContext, p: m.UsageGet) -> m.UsageResult:
+    agent_id = None if p.agent is None else (await k.store.get_agent(p.agent))["id"]
+    rows = await k.store.usage_report(
+        group_by=p.group_by, agent_id=agent_id, session_id=p.session, since_days=p.since_days
+    )
+    out = [m.UsageRow.model_validate({**r, "key": str(r["key"])}) for r in rows]
+    costs = [r.cost for r in out if r.cost is not None]
+    total = m.UsageRow(
+        key="total",
+        calls=sum(r.calls for r in out),
+        prompt_tokens=sum(r.prompt_tokens for r in out),
+        completion_tokens=sum(r.completion_tokens for r in out),
+        cost=sum(costs) if costs else None,
+    )
+    return m.UsageResult(rows=out, total=total)
+
+
 # -- runtime log -------------------------------------------------------------------------------
 
 
@@ -297,6 +378,65 @@ def _entries() -> list[Syscall]:
             "content.search", q, m.ContentSearch, m.ContentSearchResult, content_search, "regex over text"
         ),
         Syscall("log.list", q, m.LogList, m.LogListResult, log_list, "runtime log of commands"),
+        Syscall(
+            "session.dispatch",
+            c,
+            m.SessionDispatch,
+            m.DispatchStarted,
+            session_dispatch,
+            "run the agent on a message; returns at once (follow with history.subscribe)",
+        ),
+        Syscall(
+            "session.interrupt",
+            c,
+            m.SessionInterrupt,
+            m.InterruptResult,
+            session_interrupt,
+            "stop the running dispatch at the next step; kills a running command",
+        ),
+        Syscall(
+            "dispatch.get", q, m.DispatchRef, m.Dispatch, dispatch_get, "one dispatch: status, steps, model"
+        ),
+        Syscall(
+            "hook.list",
+            q,
+            m.Empty,
+            m.HookListResult,
+            hook_list,
+            "every hook and its handlers in firing order",
+        ),
+        Syscall(
+            "approval.list",
+            q,
+            m.ApprovalList,
+            m.ApprovalListResult,
+            approval_list,
+            "approvals (pending by default)",
+        ),
+        Syscall(
+            "approval.resolve",
+            c,
+            m.ApprovalResolve,
+            m.Approval,
+            approval_resolve,
+            "approve or deny a command",
+        ),
+        Syscall(
+            "compute.complete",
+            c,
+            m.ComputeComplete,
+            m.ComputeResult,
+            compute_complete,
+            "one model call on the kernel's model config, usage accounted",
+        ),
+        Syscall(
+            "usage.get",
+            q,
+            m.UsageGet,
+            m.UsageResult,
+            usage_get,
+            "tokens and cost by day, agent, session or model",
+        ),
     ]
 
 

@@ -1,0 +1,236 @@
+"""Testing helpers for AOS and for skill authors.
+
+:class:`ScriptedModel` is an OpenAI-compatible chat-completions server on 127.0.0.1 that plays a
+script of responses and records every request it gets. litellm (and so the AOS kernel) reaches it
+over its real HTTP code path: point an agent's model at ``openai/<anything>`` with
+``api_base=model.url``. It is the one fake AOS tests allow: everything else is real.
+
+Script steps (dicts)::
+
+    {"text": "Hello"}                                  # a final answer
+    {"bash": "ls -la"}                                 # one bash tool call
+    {"bash": ["ls", "pwd"], "text": "two at once"}     # several tool calls (and optional text)
+    {"tool_calls": [{"name": "bash", "arguments": "{not json"}]}   # raw (malformed) tool calls
+    {"status": 500, "error": "overloaded"}             # a provider error with that HTTP status
+    {"delay": 0.5, "text": "slow"}                     # answer after a delay
+    {"usage": {"prompt_tokens": 10, "completion_tokens": 2}, "text": "x"}   # explicit usage
+
+When the script runs out, the server answers 400 ``script exhausted`` (not retried by clients).
+Run one by hand for ``aos chat``: ``python -m aos_sdk.testing --script steps.json --port 8999``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+__all__ = ["ScriptedModel"]
+
+
+def _tool_call(n: int, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": f"call_{n}", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class ScriptedModel:
+    """A scripted OpenAI-compatible server running in a background thread.
+
+    Args:
+        script: the steps to play, in order (more can be added with :meth:`add`).
+        port: 0 picks a free port.
+    """
+
+    def __init__(self, script: Iterable[dict[str, Any]] = (), *, port: int = 0) -> None:
+        self._script: list[dict[str, Any]] = list(script)
+        self._lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._calls = 0
+        self._answered = threading.Condition()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> ScriptedModel:
+        """Start serving; returns once the port is bound."""
+        self._thread = threading.Thread(target=self._run, name="scripted-model", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the scripted model server did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> ScriptedModel:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The ``api_base`` to give litellm: ``http://127.0.0.1:<port>/v1``."""
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def add(self, *steps: dict[str, Any]) -> None:
+        """Append steps to the script."""
+        with self._lock:
+            self._script.extend(steps)
+
+    @property
+    def remaining(self) -> int:
+        with self._lock:
+            return len(self._script)
+
+    def wait_requests(self, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+        """Block until at least ``n`` requests have been answered; returns them."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise TimeoutError(f"the scripted model got {len(self.requests)} requests, not {n}")
+            return list(self.requests)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def main() -> None:
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", self._port)
+            self._port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+            try:
+                await self._server.serve_forever()
+            except asyncio.CancelledError:
+                pass
+            finally:
+                # End keep-alive connections still open (their handlers then return by themselves).
+                for w in list(self._writers):
+                    w.transport.abort()
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                await asyncio.gather(*others, return_exceptions=True)
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status, payload = await self._answer(method, path, body)
+                data = json.dumps(payload).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+            return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
+        try:
+            request = json.loads(body)
+        except json.JSONDecodeError:
+            return 400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}}
+        with self._lock:
+            step = self._script.pop(0) if self._script else None
+            self._calls += 1
+            n = self._calls
+        if step is not None and step.get("delay"):
+            await asyncio.sleep(float(step["delay"]))
+        with self._answered:
+            self.requests.append(request)
+            self._answered.notify_all()
+        if step is None:
+            return 400, {"error": {"message": "script exhausted", "type": "invalid_request_error"}}
+        if "status" in step:
+            return int(step["status"]), {
+                "error": {"message": step.get("error", "scripted error"), "type": "server_error"}
+            }
+        return 200, self._completion(n, request, step)
+
+    @staticmethod
+    def _completion(n: int, request: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+        calls: list[dict[str, Any]] = []
+        commands = step.get("bash")
+        if isinstance(commands, str):
+            commands = [commands]
+        for i, cmd in enumerate(commands or []):
+            calls.append(_tool_call(n * 100 + i, "bash", json.dumps({"command": cmd})))
+        for i, raw in enumerate(step.get("tool_calls") or []):
+            calls.append(_tool_call(n * 100 + 50 + i, raw.get("name", "bash"), raw.get("arguments", "{}")))
+        text = step.get("text")
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        prompt = sum(len(json.dumps(m)) for m in request.get("messages", [])) // 4 + 1
+        usage = step.get("usage") or {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(json.dumps(message)) // 4 + 1,
+        }
+        usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+        return {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "scripted"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": usage,
+        }
+
+
+def _main() -> None:
+    ap = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible model.")
+    ap.add_argument("--script", required=True, help="JSON file: a list of steps")
+    ap.add_argument("--port", type=int, default=8999)
+    args = ap.parse_args()
+    with open(args.script) as fh:
+        steps = json.load(fh)
+    model = ScriptedModel(steps, port=args.port).start()
+    print(f"scripted model on {model.url} ({len(steps)} steps); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        model.stop()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,438 @@
+"""Dispatches: leases, ReActUnits, interrupts, durable approvals, crash recovery.
+
+``session.dispatch`` runs the ``dispatch.before`` gate, claims the session's lease with a new
+epoch (compare-and-set in PostgreSQL; a concurrent dispatch gets ``session_busy``), appends the
+user message and returns the dispatch id at once; the unit runs in a task the dispatcher owns,
+renewing the lease while it lives. A unit that loses its lease is cancelled and writes nothing
+more.
+
+Recovery (at start and every lease TTL) looks at dispatches still marked running or waiting for
+approval whose owner is gone (another process of this host that is not alive, or an expired
+lease). A dispatch that was waiting for a human resumes waiting; any other gets, for each command
+that started without a result, a ``tool.result`` with outcome ``unknown`` (never re-run), then an
+``interrupt`` fact with cause ``crash``, and its session goes back to idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aos_sdk.errors import Archived, Conflict, NotFound, Rejected
+
+from ..db.store import Store, new_id
+from ..logs import get_logger
+from ..loop.model import ToolCall
+from ..loop.react import ReActUnit, Stop, UnitSpec
+from .hooks import Ask, HookBus, Reject
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+__all__ = ["Dispatcher"]
+
+log = get_logger("aos.dispatch")
+
+UNKNOWN_OUTCOME = (
+    "the daemon stopped while this command was running: it may or may not have finished, and its "
+    "output is lost. It was not run again."
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+class Dispatcher:
+    """Owns every running unit of one kernel."""
+
+    def __init__(self, kernel: Kernel, hooks: HookBus) -> None:
+        self.kernel = kernel
+        self.store: Store = kernel.store
+        self.hooks = hooks
+        self.host = socket.gethostname()
+        #: Identifies this kernel process in lease owners: ``host:pid:nonce``.
+        self.kernel_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.units: dict[str, ReActUnit] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._lost: set[str] = set()
+        self._waiting: set[str] = set()  # dispatch ids waiting for a human
+        self._background: asyncio.Task[None] | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _limit(self, name: str, default: int) -> int:
+        try:
+            return self.kernel.config.limit(name)
+        except KeyError:
+            return default
+
+    @property
+    def ttl(self) -> float:
+        return float(self._limit("lease_ttl_s", 30))
+
+    def _model(self, agent: dict[str, Any], session: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        cfg = self.kernel.config.data
+        model = (session["settings"] or {}).get("model") or agent["model"] or cfg.get("model")
+        params: dict[str, Any] = {}
+        for layer in (cfg, agent["settings"] or {}, session["settings"] or {}):
+            p = layer.get("model_params")
+            if isinstance(p, dict):
+                params.update(p)
+        return str(model), params
+
+    def _workspace(self, agent: dict[str, Any]) -> Path:
+        if agent["workspace"]:
+            return Path(str(agent["workspace"])).expanduser()
+        return self.kernel.paths.workspaces / str(agent["name"])
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def start(self, session_id: str, text: str) -> dict[str, Any]:
+        """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq}`` at once."""
+        session = await self.store.get_session(session_id)
+        agent = await self.store.get_agent(session["agent_id"])
+        if agent["status"] != "active":
+            raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
+        if session["status"] != "active":
+            raise Archived(f"session {session_id} is archived", session=session_id)
+        dispatch_id = new_id("di")
+        ids = {"agent_id": agent["id"], "session_id": session_id, "dispatch_id": dispatch_id}
+        gate = await self.hooks.gate("dispatch.before", ids, {"message": text})
+        if isinstance(gate, Reject | Ask):
+            raise Rejected(f"dispatch.before refused by {gate.skill}: {gate.reason}", skill=gate.skill)
+        text = str(gate.get("message", text)) if isinstance(gate, dict) else text
+        model, params = self._model(agent, session)
+        owner = f"{self.kernel_id}/{dispatch_id}"
+        leased = await self.store.claim_lease(session_id, owner, self.ttl)
+        epoch = int(leased["lease_epoch"])
+        try:
+            await self.store.create_dispatch(
+                dispatch_id=dispatch_id,
+                session_id=session_id,
+                agent_id=agent["id"],
+                epoch=epoch,
+                owner=owner,
+                model=model,
+            )
+            unit = ReActUnit(self._spec(dispatch_id, session_id, agent, epoch, model, params), self)
+            seq = await unit.append("message", "user", {"text": text})
+        except BaseException:
+            await self.store.release_lease(session_id, owner, epoch)
+            with contextlib.suppress(Exception):
+                await self.store.update_dispatch(dispatch_id, status="failed", ended=True)
+            raise
+        self._launch(unit, owner, resume=False)
+        return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
+
+    def _spec(
+        self,
+        dispatch_id: str,
+        session_id: str,
+        agent: dict[str, Any],
+        epoch: int,
+        model: str,
+        params: dict[str, Any],
+    ) -> UnitSpec:
+        return UnitSpec(
+            dispatch_id=dispatch_id,
+            session_id=session_id,
+            agent=agent,
+            epoch=epoch,
+            model=model,
+            model_params=params,
+            workspace=self._workspace(agent),
+            max_steps=self._limit("max_steps", 50),
+            bash_timeout_s=float(self._limit("bash_timeout_s", 120)),
+            output_cap_bytes=self._limit("output_cap_bytes", 65536),
+            max_format_errors=self._limit("max_format_errors", 3),
+            model_retries=self._limit("model_retries", 3),
+            model_backoff_s=self._limit("model_backoff_ms", 500) / 1000,
+        )
+
+    def _launch(self, unit: ReActUnit, owner: str, *, resume: bool) -> None:
+        sid = unit.spec.session_id
+        self.units[sid] = unit
+        self._tasks[sid] = asyncio.create_task(
+            self._run(unit, owner, resume), name=f"dispatch-{unit.spec.dispatch_id}"
+        )
+
+    async def _run(self, unit: ReActUnit, owner: str, resume: bool) -> None:
+        spec = unit.spec
+        renew = asyncio.create_task(self._renew(unit, owner), name=f"lease-{spec.dispatch_id}")
+        status = "failed"
+        try:
+            try:
+                status = await unit.run(resume=resume)
+            except asyncio.CancelledError:
+                if spec.dispatch_id not in self._lost:
+                    raise
+                status = "lease_lost"
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            self.units.pop(spec.session_id, None)
+            self._tasks.pop(spec.session_id, None)
+            self._lost.discard(spec.dispatch_id)
+        with contextlib.suppress(Exception):
+            await self.store.update_dispatch(spec.dispatch_id, status=status, steps=spec.steps, ended=True)
+        if status != "lease_lost":
+            await self.store.release_lease(spec.session_id, owner, spec.epoch)
+        self.hooks.event(
+            "dispatch.after",
+            {**unit.ids, "status": status, "steps": spec.steps, "usage": unit.usage.as_dict()},
+        )
+        log.info("dispatch.ended", dispatch=spec.dispatch_id, status=status, steps=spec.steps)
+
+    async def _renew(self, unit: ReActUnit, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            ok = await self.store.renew_lease(unit.spec.session_id, owner, unit.spec.epoch, self.ttl)
+            if not ok:
+                log.warning("dispatch.lease_lost", dispatch=unit.spec.dispatch_id)
+                self._lost.add(unit.spec.dispatch_id)
+                task = self._tasks.get(unit.spec.session_id)
+                if task is not None:
+                    task.cancel()
+                return
+
+    # -- interrupt -----------------------------------------------------------------------------
+
+    async def interrupt(self, session_id: str, reason: str) -> dict[str, Any]:
+        """Stop the session's dispatch at the next step boundary (killing a running command)."""
+        unit = self.units.get(session_id)
+        if unit is None:
+            await self.store.get_session(session_id)
+            return {"session_id": session_id, "interrupted": False, "dispatch_id": None}
+        unit.interrupt(reason=reason, cause="user")
+        return {"session_id": session_id, "interrupted": True, "dispatch_id": unit.spec.dispatch_id}
+
+    async def wait_dispatch(self, session_id: str) -> None:
+        """Return when the session's running dispatch (if any) has ended (tests, shutdown)."""
+        task = self._tasks.get(session_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def ask(self, unit: ReActUnit, call: ToolCall, command: str, cwd: str, verdict: Ask) -> str | None:
+        """Record a durable approval request and wait for a human; returns the command to run,
+        or None when denied (a ``tool.result`` saying so is already written)."""
+        row = await self.store.create_approval(
+            {
+                "id": new_id("ap"),
+                "session_id": unit.spec.session_id,
+                "dispatch_id": unit.spec.dispatch_id,
+                "agent_id": unit.spec.agent["id"],
+                "call_id": call.id,
+                "command": command,
+                "cwd": cwd,
+                "reason": verdict.reason,
+                "skill": verdict.skill,
+            }
+        )
+        await unit.append(
+            "approval.requested",
+            None,
+            {
+                "approval_id": row["id"],
+                "call_id": call.id,
+                "command": command,
+                "reason": verdict.reason,
+                "skill": verdict.skill,
+            },
+        )
+        self.hooks.event("approval.requested", {**unit.ids, "approval_id": row["id"], "command": command})
+        return await self.wait_approval(unit, row)
+
+    async def wait_approval(self, unit: ReActUnit, row: dict[str, Any]) -> str | None:
+        spec = unit.spec
+        await self.store.update_dispatch(spec.dispatch_id, status="waiting_approval")
+        await self.store.set_phase(spec.session_id, spec.epoch, "waiting_approval")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[row["id"]] = fut
+        self._waiting.add(spec.dispatch_id)
+        try:
+            current = await self.store.get_approval(row["id"])  # resolved while we were down?
+            if current["status"] != "pending" and not fut.done():
+                fut.set_result(current)
+            try:
+                resolved = await unit.until_interrupted(fut)
+            except Stop:
+                with contextlib.suppress(Conflict):
+                    await self.store.resolve_approval(
+                        row["id"], "cancelled", "interrupt", unit.interrupt_reason
+                    )
+                await unit.append(
+                    "tool.result",
+                    "tool",
+                    unit._result_body(
+                        row["call_id"], "interrupted", "not run: interrupted while waiting for approval"
+                    ),
+                )
+                raise
+        finally:
+            self._waiters.pop(row["id"], None)
+            self._waiting.discard(spec.dispatch_id)
+        await self.store.update_dispatch(spec.dispatch_id, status="running")
+        await self.store.set_phase(spec.session_id, spec.epoch, "dispatched")
+        decision = resolved["status"]
+        await unit.append(
+            "approval.resolved",
+            None,
+            {
+                "approval_id": row["id"],
+                "decision": decision,
+                "by": resolved["resolved_by"],
+                "note": resolved["note"],
+            },
+        )
+        self.hooks.event("approval.resolved", {**unit.ids, "approval_id": row["id"], "decision": decision})
+        if decision == "approved":
+            return str(row["command"])
+        note = f": {resolved['note']}" if resolved.get("note") else ""
+        await unit.append(
+            "tool.result",
+            "tool",
+            unit._result_body(
+                row["call_id"], "denied", f"denied by a human ({resolved['resolved_by']}){note}"
+            ),
+        )
+        return None
+
+    async def resolve(self, approval_id: str, decision: str, by: str, note: str | None) -> dict[str, Any]:
+        status = {"approve": "approved", "deny": "denied"}[decision]
+        row = await self.store.resolve_approval(approval_id, status, by, note)
+        fut = self._waiters.get(approval_id)
+        if fut is not None and not fut.done():
+            fut.set_result(row)
+        return row
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _owner_dead(self, owner: str, expired: bool) -> bool:
+        kernel = owner.split("/", 1)[0]
+        if kernel == self.kernel_id:
+            return False
+        host, _, rest = kernel.partition(":")
+        pid_text = rest.split(":", 1)[0]
+        if host == self.host and pid_text.isdigit():
+            pid = int(pid_text)
+            return pid == os.getpid() or not _pid_alive(pid)
+        return expired
+
+    async def recover(self) -> list[str]:
+        """Recover dispatches whose kernel died; returns their ids."""
+        recovered = []
+        for s in await self.store.leased_sessions():
+            owner = s["lease_owner"]
+            if not self._owner_dead(owner, bool(s["expired"])):
+                continue
+            dispatch_id = owner.split("/", 1)[1] if "/" in owner else None
+            try:
+                await self._recover_one(s, dispatch_id)
+                recovered.append(dispatch_id or s["id"])
+            except Exception:
+                log.exception("recovery.failed", session=s["id"], owner=owner)
+        return recovered
+
+    async def _recover_one(self, session: dict[str, Any], dispatch_id: str | None) -> None:
+        sid = session["id"]
+        dispatch = await self.store.get_dispatch(dispatch_id) if dispatch_id else None
+        new_owner = f"{self.kernel_id}/{dispatch_id or 'recovery'}"
+        leased = await self.store.take_over_lease(sid, session["lease_owner"], new_owner, self.ttl)
+        if leased is None:
+            return  # someone else recovered it first
+        epoch = int(leased["lease_epoch"])
+        agent = await self.store.get_agent(session["agent_id"])
+        if dispatch is None:
+            await self.store.release_lease(sid, new_owner, epoch)
+            return
+        pending = await self.store.pending_approval_for(dispatch["id"])
+        model, params = self._model(agent, session)
+        spec = self._spec(dispatch["id"], sid, agent, epoch, model, params)
+        unit = ReActUnit(spec, self)
+        await self.store.update_dispatch(dispatch["id"], epoch=epoch, owner=new_owner)
+        if pending is not None:
+            log.info("recovery.resume_approval", dispatch=dispatch["id"], approval=pending["id"])
+            self._launch(unit, new_owner, resume=True)
+            return
+        facts = await self.store.dispatch_facts(sid, dispatch["id"])
+        spec.key_counter = len(facts) + 100
+        results = {f["body"].get("call_id") for f in facts if f["kind"] == "tool.result"}
+        for f in facts:
+            if f["kind"] == "tool.started" and f["body"].get("call_id") not in results:
+                await unit.append(
+                    "tool.result",
+                    "tool",
+                    unit._result_body(
+                        f["body"]["call_id"], "unknown", UNKNOWN_OUTCOME, command=f["body"].get("command")
+                    ),
+                )
+        await unit.append(
+            "interrupt", None, {"cause": "crash", "reason": "the daemon stopped during this dispatch"}
+        )
+        await unit.append(
+            "dispatch.end",
+            None,
+            {"status": "crashed", "reason": "recovered after a crash", "steps": dispatch["steps"]},
+        )
+        await self.store.update_dispatch(dispatch["id"], status="crashed", ended=True)
+        await self.store.release_lease(sid, new_owner, epoch)
+        log.info("recovery.crashed_dispatch", dispatch=dispatch["id"], session=sid)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start_background(self) -> None:
+        await self.recover()
+        self._background = asyncio.create_task(self._recovery_loop(), name="recovery")
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl)
+            try:
+                await self.recover()
+            except Exception:
+                log.exception("recovery.loop_failed")
+
+    async def close(self, timeout: float) -> None:
+        """Stop: interrupt running units (cause shutdown); units waiting for a human just stop
+        (their approval stays pending and resumes at the next start)."""
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+        for sid, unit in list(self.units.items()):
+            if unit.spec.dispatch_id in self._waiting:
+                task = self._tasks.get(sid)
+                if task is not None:
+                    task.cancel()
+            else:
+                unit.interrupt(reason="the daemon is stopping", cause="shutdown")
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def running(self) -> int:
+        return len(self.units)
+
+    def get_unit(self, session_id: str) -> ReActUnit:
+        unit = self.units.get(session_id)
+        if unit is None:
+            raise NotFound(f"session {session_id} has no running dispatch")
+        return unit

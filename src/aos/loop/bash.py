@@ -1,0 +1,159 @@
+"""Running one bash command for an agent.
+
+- ``bash -c <command>`` in the agent's workspace, in a process group of its own;
+- a clean environment: a fixed base, plus what the caller adds (``tool.env``, ``AOS_*``);
+- stdout and stderr interleaved as the command writes them;
+- output capped: the first and last halves of ``cap`` bytes are kept, the middle replaced by a
+  marker; the full output is kept aside (``RunResult.full``) so the caller can store it;
+- a timeout, or cancellation (an interrupt), kills the whole group; so does the command's end, so
+  background jobs it left behind do not outlive it (``setsid`` detaches deliberately).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from ..kernel import procs
+
+__all__ = ["RunResult", "base_env", "run_bash"]
+
+_DRAIN_AFTER_EXIT_S = 0.2  # background jobs may hold the output pipe open after bash exits
+
+
+def base_env() -> dict[str, str]:
+    """The environment every command starts from (nothing of the daemon's leaks in)."""
+    home = os.environ.get("HOME", "/root")
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": home,
+        "USER": os.environ.get("USER", "root"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+        "SHELL": "/bin/bash",
+        "PAGER": "cat",
+        "GIT_PAGER": "cat",
+    }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None
+    output: str  # visible: capped with a marker
+    full: bytes | None  # the whole output when it was capped, else None
+    size: int  # bytes the command wrote in all
+    truncated: bool
+    timed_out: bool
+    duration_ms: float
+
+    @property
+    def outcome(self) -> str:
+        return "timeout" if self.timed_out else "ok"
+
+
+class _Collector:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.size = 0
+        self.all: bytearray | None = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.all is not None:
+            self.all += chunk
+            if len(self.all) > 64 * 1024 * 1024:  # beyond 64 MiB keep only head and tail
+                self.all = None
+        half = self.cap // 2
+        room = half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > half:
+                del self.tail[: len(self.tail) - half]
+
+    def result(self) -> tuple[str, bytes | None, bool]:
+        truncated = self.size > len(self.head) + len(self.tail)
+        if not truncated:
+            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace"), None, False
+        omitted = self.size - len(self.head) - len(self.tail)
+        text = (
+            bytes(self.head).decode("utf-8", "replace")
+            + f"\n… [{omitted} bytes omitted of {self.size}] …\n"
+            + bytes(self.tail).decode("utf-8", "replace")
+        )
+        return text, bytes(self.all) if self.all is not None else None, True
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def run_bash(command: str, *, cwd: str, env: dict[str, str], timeout: float, cap: int) -> RunResult:
+    """Run ``command``; see the module docstring. Cancelling kills the command's group."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    procs.track(proc.pid)
+    pgid = proc.pid
+    out = _Collector(cap)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def pump() -> None:
+        while chunk := await stdout.read(65536):
+            out.feed(chunk)
+
+    reader = asyncio.create_task(pump())
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            _kill_group(pgid)
+            await proc.wait()
+        # Background jobs may keep the pipe open: give them a moment, then end them.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), _DRAIN_AFTER_EXIT_S)
+        _kill_group(pgid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, 1)
+    except BaseException:
+        _kill_group(pgid)
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(proc.wait(), 5)
+        raise
+    finally:
+        procs.untrack(proc.pid)
+        if not reader.done():
+            reader.cancel()
+    text, full, truncated = out.result()
+    return RunResult(
+        exit_code=None if timed_out else proc.returncode,
+        output=text,
+        full=full,
+        size=out.size,
+        truncated=truncated,
+        timed_out=timed_out,
+        duration_ms=(time.perf_counter() - t0) * 1000,
+    )

@@ -1,0 +1,255 @@
+"""The model client: the only module that imports litellm.
+
+litellm is heavy (seconds to import, hundreds of modules more on the first call), so it is
+imported lazily, and :func:`warm_up` can load it off the critical path (the daemon runs it in a
+thread after it reports ready). Its network fetch of the model cost map is disabled.
+
+Provider errors are translated here, at the boundary: transient ones (rate limits, timeouts,
+connection failures, 5xx) are retried with exponential backoff and jitter; the final failure, or
+any other error, is raised as :class:`ModelError` with a short, human-readable message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BASH_TOOL", "ModelError", "ModelReply", "ToolCall", "complete", "warm_up"]
+
+BASH_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "bash",
+        "description": (
+            "Run a bash command in your workspace and get its output (stdout and stderr) and exit code. "
+            "This is your only tool: use it for everything, including the CLIs of your skills."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "description": "the bash command to run"}},
+            "required": ["command"],
+        },
+    },
+}
+
+_litellm: Any = None
+_import_lock = threading.Lock()
+
+
+def _lib() -> Any:
+    global _litellm
+    if _litellm is None:
+        with _import_lock:
+            if _litellm is None:
+                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+                import litellm
+
+                litellm.suppress_debug_info = True
+                litellm.drop_params = True
+                _litellm = litellm
+    return _litellm
+
+
+def warm_up() -> float:
+    """Import litellm and load its lazy request path; returns the seconds it took.
+
+    Makes one request to a closed local port (refused at once), in an event loop of its own, so
+    the first real call does not pay ~1-2 s of imports.
+    """
+    t0 = time.monotonic()
+    lib = _lib()
+
+    async def refused() -> None:
+        try:
+            await lib.acompletion(
+                model="openai/warm-up",
+                api_base="http://127.0.0.1:9/v1",
+                api_key="warm-up",
+                messages=[{"role": "user", "content": "warm-up"}],
+                tools=[BASH_TOOL],
+                num_retries=0,
+                max_retries=0,
+                timeout=5,
+            )
+        except Exception:
+            pass
+
+    asyncio.run(refused())
+    return time.monotonic() - t0
+
+
+class ModelError(Exception):
+    """The model call failed for good (after retries, or a non-transient error)."""
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call as the model sent it (``arguments`` is the raw JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def command(self) -> str:
+        """The bash command.
+
+        Raises:
+            ValueError: with a message for the model when the call is malformed.
+        """
+        if self.name != "bash":
+            raise ValueError(f"unknown tool {self.name!r}: the only tool is bash(command)")
+        try:
+            args = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f'the arguments are not valid JSON ({exc.msg}); send {{"command": "..."}}'
+            ) from exc
+        if (
+            not isinstance(args, dict)
+            or not isinstance(args.get("command"), str)
+            or not args["command"].strip()
+        ):
+            raise ValueError('bash needs one argument, {"command": "<a bash command>"}')
+        return str(args["command"])
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What the model answered, plus accounting."""
+
+    text: str | None
+    tool_calls: list[ToolCall]
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+    latency_ms: float
+    attempts: int
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "latency_ms": round(self.latency_ms, 2),
+            "model": self.model,
+            "attempts": self.attempts,
+        }
+
+
+_TRANSIENT = (
+    "RateLimitError",
+    "APIConnectionError",
+    "Timeout",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "APIError",
+)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {
+        "BadRequestError",
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "ContextWindowExceededError",
+        "ContentPolicyViolationError",
+        "UnprocessableEntityError",
+    }:
+        return False
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status >= 500:
+        return True
+    return bool(names & set(_TRANSIENT))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("litellm.", "").strip()
+    return text if len(text) <= 500 else text[:500] + "…"
+
+
+async def complete(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    retries: int = 3,
+    backoff_s: float = 0.5,
+) -> ModelReply:
+    """One chat completion, with retries on transient provider errors.
+
+    Raises:
+        ModelError: the final failure (``kind`` is the provider error class name).
+    """
+    lib = _lib()
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "num_retries": 0, "max_retries": 0}
+    if tools:
+        kwargs["tools"] = tools
+    kwargs.update(params or {})
+    attempt = 0
+    while True:
+        attempt += 1
+        t0 = time.perf_counter()
+        try:
+            resp = await lib.acompletion(**kwargs)
+        except Exception as exc:
+            if attempt <= retries and _is_transient(exc):
+                delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+                await asyncio.sleep(delay)
+                continue
+            raise ModelError(
+                _short(exc),
+                kind=type(exc).__name__,
+                status=getattr(exc, "status_code", None),
+                attempts=attempt,
+            ) from exc
+        latency = (time.perf_counter() - t0) * 1000
+        return _reply(lib, resp, model, latency, attempt)
+
+
+def _reply(lib: Any, resp: Any, model: str, latency: float, attempts: int) -> ModelReply:
+    choice = resp.choices[0]
+    msg = choice.message
+    calls = [
+        ToolCall(id=tc.id or f"call_{i}", name=tc.function.name or "", arguments=tc.function.arguments or "")
+        for i, tc in enumerate(getattr(msg, "tool_calls", None) or [])
+    ]
+    usage = getattr(resp, "usage", None)
+    cost = None
+    hidden = getattr(resp, "_hidden_params", None) or {}
+    if isinstance(hidden, dict) and hidden.get("response_cost") is not None:
+        cost = float(hidden["response_cost"])
+    else:
+        try:
+            cost = float(lib.completion_cost(completion_response=resp))
+        except Exception:
+            cost = None  # litellm has no price for this model
+    return ModelReply(
+        text=msg.content,
+        tool_calls=calls,
+        model=getattr(resp, "model", None) or model,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        cost=cost,
+        latency_ms=latency,
+        attempts=attempts,
+        finish_reason=getattr(choice, "finish_reason", None),
+    )

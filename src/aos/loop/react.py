@@ -1,0 +1,453 @@
+"""The ReActUnit: one LLM + bash loop per dispatch.
+
+Every step: ``session.assemble`` → ``compute.model`` → ``compute.before`` → the model → an
+assistant fact with usage → for each tool call: ``tool.env``, ``tool.before`` (may rewrite, refuse
+or ask a human), ``tool.started`` fact, bash, ``tool.after``, ``tool.result`` fact. Interrupts,
+lease loss and limits are checked between every step. Control flow that ends the loop is an
+exception carrying its reason (:class:`Stop`), caught in one place, :meth:`ReActUnit.run`.
+
+Facts are appended with the dispatch's lease epoch and deterministic idempotency keys
+(``<dispatch>:<n>``), so a retried append after an unknown outcome is stored once, and a unit
+that lost its lease cannot write (the database rejects the stale epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aos_sdk.errors import AosError
+
+from ..kernel.hooks import Ask, HookError, Reject
+from ..logs import get_logger
+from .bash import base_env, run_bash
+from .model import BASH_TOOL, ModelError, ToolCall, complete
+
+if TYPE_CHECKING:
+    from ..kernel.dispatch import Dispatcher
+
+__all__ = ["ReActUnit", "Stop", "UnitSpec"]
+
+log = get_logger("aos.react")
+
+
+class Stop(Exception):
+    """Ends the loop: ``status`` goes into the dispatch row and the ``dispatch.end`` fact."""
+
+    def __init__(self, status: str, reason: str = "", **details: Any) -> None:
+        super().__init__(reason or status)
+        self.status = status
+        self.reason = reason
+        self.details = details
+
+
+@dataclass
+class UnitSpec:
+    """Everything a unit needs, fixed when the dispatch starts."""
+
+    dispatch_id: str
+    session_id: str
+    agent: dict[str, Any]
+    epoch: int
+    model: str
+    model_params: dict[str, Any]
+    workspace: Path
+    max_steps: int
+    bash_timeout_s: float
+    output_cap_bytes: int
+    max_format_errors: int
+    model_retries: int
+    model_backoff_s: float
+    steps: int = 0
+    key_counter: int = 0
+
+
+@dataclass
+class _Usage:
+    prompt: int = 0
+    completion: int = 0
+    cost: float | None = None
+    calls: int = 0
+
+    def add(self, usage: dict[str, Any]) -> None:
+        self.prompt += usage["prompt_tokens"]
+        self.completion += usage["completion_tokens"]
+        self.calls += 1
+        if usage.get("cost") is not None:
+            self.cost = (self.cost or 0.0) + usage["cost"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "cost": self.cost,
+            "calls": self.calls,
+        }
+
+
+@dataclass
+class ReActUnit:
+    spec: UnitSpec
+    dispatcher: Dispatcher
+    interrupt_reason: str | None = None
+    interrupt_cause: str = "user"
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    usage: _Usage = field(default_factory=_Usage)
+    _context: list[dict[str, Any]] | None = None
+    _assembled_seq: int = 0
+    _format_errors: int = 0
+
+    # -- identity / helpers --------------------------------------------------------------------
+
+    @property
+    def ids(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.spec.agent["id"],
+            "session_id": self.spec.session_id,
+            "dispatch_id": self.spec.dispatch_id,
+        }
+
+    async def append(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> int:
+        self.spec.key_counter += 1
+        meta = {"dispatch_id": self.spec.dispatch_id, **(meta or {})}
+        res = await self.dispatcher.kernel.append(
+            self.spec.session_id,
+            epoch=self.spec.epoch,
+            kind=kind,
+            role=role,
+            body=body,
+            meta=meta,
+            idempotency_key=f"{self.spec.dispatch_id}:{self.spec.key_counter}",
+            agent_id=self.spec.agent["id"],
+        )
+        return res.seq
+
+    def interrupt(self, *, reason: str, cause: str) -> None:
+        """Ask the unit to stop at the next step boundary (a running command is killed)."""
+        self.interrupt_reason = reason
+        self.interrupt_cause = cause
+        self.interrupted.set()
+
+    def check(self) -> None:
+        """Between steps: stop on interrupt or step limit."""
+        if self.interrupted.is_set():
+            raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
+        if self.spec.steps >= self.spec.max_steps:
+            raise Stop("max_steps", f"the step limit ({self.spec.max_steps}) was reached")
+
+    async def until_interrupted(self, aw: Any) -> Any:
+        """Await ``aw`` unless an interrupt comes first (then cancel it and stop)."""
+        task = asyncio.ensure_future(aw)
+        waiter = asyncio.ensure_future(self.interrupted.wait())
+        try:
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, resume: bool = False) -> str:
+        """Run to the end; returns the final status. Never raises except on cancellation."""
+        status, reason, details = "done", "", {}
+        try:
+            if resume:
+                await self.resume_pending_calls()
+            while True:
+                self.check()
+                if await self.step():
+                    break
+        except Stop as stop:
+            status, reason, details = stop.status, stop.reason, stop.details
+        except AosError as exc:
+            status, reason = (
+                ("lease_lost", exc.message) if exc.type == "stale_epoch" else ("failed", exc.message)
+            )
+            log.error("dispatch.failed", dispatch=self.spec.dispatch_id, error=exc.message)
+        except Exception as exc:
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("dispatch.crashed", dispatch=self.spec.dispatch_id)
+        await self.finish(status, reason, details)
+        return status
+
+    async def finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
+        if status == "lease_lost":
+            return  # another writer owns the session now: write nothing more
+        try:
+            if status == "interrupted":
+                await self.append(
+                    "interrupt", None, {"cause": details.get("cause", "user"), "reason": reason}
+                )
+            elif status in ("failed", "refused", "max_steps"):
+                await self.append("error", None, {"status": status, "message": reason, **details})
+            await self.append(
+                "dispatch.end",
+                None,
+                {"status": status, "reason": reason, "steps": self.spec.steps, "usage": self.usage.as_dict()},
+            )
+        except AosError as exc:
+            log.error("dispatch.end_not_written", dispatch=self.spec.dispatch_id, error=exc.message)
+
+    async def step(self) -> bool:
+        """One model call and its tool calls; True when the model gave its final answer."""
+        messages = await self.assemble()
+        choice = await self.dispatcher.hooks.transform(
+            "compute.model", self.ids, {"model": self.spec.model, "params": dict(self.spec.model_params)}
+        )
+        model = str(choice.get("model") or self.spec.model) if isinstance(choice, dict) else self.spec.model
+        params = (
+            choice.get("params", self.spec.model_params)
+            if isinstance(choice, dict)
+            else self.spec.model_params
+        )
+        request = await self.dispatcher.hooks.gate(
+            "compute.before", self.ids, {"model": model, "messages": messages, "params": params}
+        )
+        if isinstance(request, Reject | Ask):
+            raise Stop(
+                "refused", f"compute.before refused by {request.skill}: {request.reason}", skill=request.skill
+            )
+        try:
+            reply = await self.until_interrupted(
+                complete(
+                    model=request.get("model", model),
+                    messages=request.get("messages", messages),
+                    params=request.get("params", params),
+                    tools=[BASH_TOOL],
+                    retries=self.spec.model_retries,
+                    backoff_s=self.spec.model_backoff_s,
+                )
+            )
+        except ModelError as exc:
+            raise Stop(
+                "failed",
+                f"the model call failed: {exc.message}",
+                kind=exc.kind,
+                http_status=exc.status,
+                attempts=exc.attempts,
+            ) from exc
+        usage = reply.usage()
+        self.usage.add(usage)
+        self.spec.steps += 1
+        await self.append(
+            "message",
+            "assistant",
+            {
+                "text": reply.text,
+                "tool_calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls
+                ],
+            },
+            {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason},
+        )
+        await self.dispatcher.store.update_dispatch(self.spec.dispatch_id, steps=self.spec.steps)
+        self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
+        if not reply.tool_calls:
+            return True
+        for call in reply.tool_calls:
+            if self.interrupted.is_set():
+                await self.append(
+                    "tool.result", "tool", self._result_body(call.id, "interrupted", "not run: interrupted")
+                )
+                continue
+            await self.tool_call(call)
+        return False
+
+    async def assemble(self) -> list[dict[str, Any]]:
+        store = self.dispatcher.store
+        facts = await store.list_history(self.spec.session_id, after_seq=self._assembled_seq, limit=100_000)
+        facts_json = [_fact_json(f) for f in facts]
+        if facts:
+            self._assembled_seq = facts[-1]["seq"]
+        try:
+            out = await self.dispatcher.hooks.transform(
+                "session.assemble",
+                {
+                    **self.ids,
+                    "agent": _agent_view(self.spec.agent),
+                    "facts": facts_json,
+                    "first": self._context is None,
+                },
+                {"messages": self._context or []},
+            )
+        except HookError as exc:
+            raise Stop("failed", str(exc)) from exc
+        messages = out.get("messages") if isinstance(out, dict) else None
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) and "role" in m for m in messages)
+        ):
+            raise Stop(
+                "failed", "session.assemble returned no valid messages (a list of {role, content} objects)"
+            )
+        self._context = messages
+        return messages
+
+    # -- tool calls ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
+        return {"call_id": call_id, "outcome": outcome, "output": output, **extra}
+
+    async def tool_call(self, call: ToolCall) -> None:
+        try:
+            command = call.command()
+        except ValueError as exc:
+            self._format_errors += 1
+            await self.append(
+                "tool.result", "tool", self._result_body(call.id, "format_error", f"error: {exc}")
+            )
+            if self._format_errors >= self.spec.max_format_errors:
+                raise Stop("failed", f"{self._format_errors} malformed tool calls in a row") from exc
+            return
+        self._format_errors = 0
+        cwd = str(self.spec.workspace)
+        env = await self.command_env(call.id)
+        verdict = await self.dispatcher.hooks.gate(
+            "tool.before", {**self.ids, "call_id": call.id}, {"args": {"command": command}, "cwd": cwd}
+        )
+        if isinstance(verdict, Reject):
+            await self.append(
+                "tool.result",
+                "tool",
+                self._result_body(
+                    call.id, "rejected", f"refused by {verdict.skill}: {verdict.reason}", skill=verdict.skill
+                ),
+            )
+            return
+        if isinstance(verdict, Ask):
+            decision = await self.dispatcher.ask(self, call, command, cwd, verdict)
+            if decision is None:
+                return
+            command = decision
+        else:
+            command = str(verdict.get("args", {}).get("command", command))
+            cwd = str(verdict.get("cwd", cwd))
+        await self.execute(call.id, command, cwd, env)
+
+    async def command_env(self, call_id: str) -> dict[str, str]:
+        """The clean base, the ``tool.env`` additions, then the ``AOS_*`` identity (which wins)."""
+        extra = await self.dispatcher.hooks.transform(
+            "tool.env", {**self.ids, "call_id": call_id}, {"env": {}}
+        )
+        env = base_env()
+        if isinstance(extra, dict) and isinstance(extra.get("env"), dict):
+            env.update({str(k): str(v) for k, v in extra["env"].items()})
+        env.update(
+            {
+                "AOS_SESSION_ID": self.spec.session_id,
+                "AOS_AGENT_ID": self.spec.agent["id"],
+                "AOS_AGENT": self.spec.agent["name"],
+                "AOS_DISPATCH_ID": self.spec.dispatch_id,
+            }
+        )
+        return env
+
+    async def execute(self, call_id: str, command: str, cwd: str, env: dict[str, str]) -> None:
+        Path(cwd).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - microseconds, once per command
+        await self.append("tool.started", None, {"call_id": call_id, "command": command, "cwd": cwd})
+        try:
+            res = await self.until_interrupted(
+                run_bash(
+                    command,
+                    cwd=cwd,
+                    env=env,
+                    timeout=self.spec.bash_timeout_s,
+                    cap=self.spec.output_cap_bytes,
+                )
+            )
+        except Stop:
+            await self.append(
+                "tool.result",
+                "tool",
+                self._result_body(call_id, "interrupted", "interrupted: the command was killed"),
+            )
+            raise
+        content_id = None
+        if res.truncated and res.full is not None:
+            put = await self.dispatcher.store.put_content(
+                agent_id=self.spec.agent["id"],
+                session_id=self.spec.session_id,
+                data=res.full,
+                mime="text/plain",
+            )
+            content_id = put["content_id"]
+        visible = await self.dispatcher.hooks.transform(
+            "tool.after",
+            {
+                **self.ids,
+                "call_id": call_id,
+                "command": command,
+                "exit_code": res.exit_code,
+                "content_id": content_id,
+            },
+            {"output": res.output},
+        )
+        output = str(visible.get("output", res.output)) if isinstance(visible, dict) else res.output
+        if res.timed_out:
+            output += f"\n[killed after {self.spec.bash_timeout_s:g} s timeout]"
+        body = self._result_body(
+            call_id,
+            res.outcome,
+            output,
+            exit_code=res.exit_code,
+            size=res.size,
+            truncated=res.truncated,
+            duration_ms=round(res.duration_ms, 1),
+        )
+        if content_id:
+            body["content_id"] = content_id
+        await self.append("tool.result", "tool", body)
+        self.dispatcher.hooks.event(
+            "tool.after_event",
+            {**self.ids, "call_id": call_id, "command": command, "exit_code": res.exit_code},
+        )
+
+    async def resume_pending_calls(self) -> None:
+        """After a restart: finish the tool calls of the last assistant fact that have no result
+        (the one waiting for approval is asked again, from its durable row)."""
+        facts = await self.dispatcher.store.dispatch_facts(self.spec.session_id, self.spec.dispatch_id)
+        self.spec.key_counter = max(self.spec.key_counter, len(facts) + 100)  # never reuse a key
+        assistant = next(
+            (f for f in reversed(facts) if f["kind"] == "message" and f["role"] == "assistant"), None
+        )
+        if assistant is None:
+            return
+        done = {
+            f["body"].get("call_id")
+            for f in facts
+            if f["kind"] == "tool.result" and f["seq"] > assistant["seq"]
+        }
+        self.spec.steps = int((assistant.get("meta") or {}).get("step", 0))
+        for raw in assistant["body"].get("tool_calls") or []:
+            if raw["id"] in done:
+                continue
+            call = ToolCall(raw["id"], raw["name"], raw["arguments"])
+            pending = await self.dispatcher.store.pending_approval_for(self.spec.dispatch_id)
+            if pending is not None and pending["call_id"] == call.id:
+                decision = await self.dispatcher.wait_approval(self, pending)
+                if decision is not None:
+                    await self.execute(call.id, decision, pending["cwd"], await self.command_env(call.id))
+            else:
+                await self.tool_call(call)
+
+
+def _fact_json(f: dict[str, Any]) -> dict[str, Any]:
+    out = dict(f)
+    ts = out.get("created_at")
+    if ts is not None and not isinstance(ts, str):
+        out["created_at"] = ts.isoformat()
+    return out
+
+
+def _agent_view(agent: dict[str, Any]) -> dict[str, Any]:
+    return {k: agent.get(k) for k in ("id", "name", "display_name", "model", "instructions", "workspace")}
