@@ -89,6 +89,11 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
         _out("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _body_text(body: Any) -> str:
     if isinstance(body, str):
         return body
@@ -447,6 +452,258 @@ def cmd_call(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+# -- commands: dispatch ------------------------------------------------------------------------
+
+
+class _Render:
+    """Prints a dispatch's facts for people as they arrive (``aos chat``, ``aos send --wait``)."""
+
+    def __init__(self, agent: str, *, lines: int = 20) -> None:
+        self.agent = agent
+        self.lines = lines
+
+    def fact(self, f: dict[str, Any]) -> None:
+        kind, body = f["kind"], f.get("body") or {}
+        if kind == "message" and f.get("role") == "assistant":
+            if body.get("text"):
+                _out(f"{self.agent}> {body['text']}")
+        elif kind == "tool.started":
+            _out(f"  $ {body['command']}")
+        elif kind == "tool.result":
+            outcome = body.get("outcome")
+            text = str(body.get("output", ""))
+            shown = text.splitlines()
+            for line in shown[: self.lines]:
+                _out(f"  │ {line}")
+            if len(shown) > self.lines:
+                _out(f"  │ … {len(shown) - self.lines} more lines")
+            if outcome not in ("ok", None) or body.get("exit_code") not in (0, None):
+                detail = f"exit {body['exit_code']}" if body.get("exit_code") not in (0, None) else outcome
+                _out(f"  └ [{detail}]")
+        elif kind == "approval.requested":
+            _out(
+                f"  ? approval {body['approval_id']} needed ({body['skill']}: {body['reason']}): {body['command']}"
+            )
+        elif kind == "approval.resolved":
+            _out(f"  ✓ approval {body['approval_id']}: {body['decision']}")
+        elif kind == "error":
+            _out(f"  ! {body.get('message')}")
+        elif kind == "interrupt":
+            _out(f"  [interrupted: {body.get('reason')}]")
+        elif kind == "dispatch.end":
+            u = body.get("usage") or {}
+            cost = f", ${u['cost']:.4f}" if u.get("cost") else ""
+            _out(
+                f"  — {body.get('status')} in {body.get('steps')} steps, "
+                f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens{cost}"
+            )
+        sys.stdout.flush()
+
+
+def _follow_dispatch(
+    c: SyncClient,
+    session: str,
+    dispatch_id: str,
+    render: _Render | None,
+    *,
+    json_out: bool = False,
+    on_approval: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Print the dispatch's facts until its ``dispatch.end``; Ctrl-C interrupts it, twice leaves."""
+    interrupted = False
+    notes = c.notifications()
+    while True:
+        try:
+            note = next(notes)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            _err("interrupting (Ctrl-C again to leave)")
+            c.call("session.interrupt", {"session": session, "reason": "Ctrl-C"})
+            notes = c.notifications()  # the interrupt closed the old generator
+            continue
+        if note.method != "history.fact":
+            continue
+        f = note.params["fact"]
+        if (f.get("meta") or {}).get("dispatch_id") != dispatch_id:
+            continue
+        if json_out:
+            _out(json.dumps(f, ensure_ascii=False))
+            sys.stdout.flush()
+        elif render is not None:
+            render.fact(f)
+        if f["kind"] == "approval.requested" and on_approval is not None:
+            on_approval(f["body"])
+        if f["kind"] == "dispatch.end":
+            return dict(f["body"])
+
+
+def _subscribe(c: SyncClient, session: str) -> None:
+    """Follow the session's new facts on this connection (once: every dispatch comes through it)."""
+    c.call("history.subscribe", {"session": session})
+    c.set_timeout(None)
+
+
+def cmd_send(args: argparse.Namespace, paths: Paths) -> int:
+    with _client(paths) as c:
+        if not args.wait:
+            started = c.call("session.dispatch", {"session": args.session, "message": args.text})
+            if args.json:
+                _print_json(started)
+            else:
+                _out(
+                    f"dispatched {started['dispatch_id']}; follow it with: aos history {args.session} --follow"
+                )
+            return EXIT_OK
+        session = c.call("session.get", {"session": args.session})
+        agent = c.call("agent.get", {"agent": session["agent_id"]})
+        _subscribe(c, args.session)
+        dispatch_id = c.call("session.dispatch", {"session": args.session, "message": args.text})[
+            "dispatch_id"
+        ]
+        end = _follow_dispatch(c, args.session, dispatch_id, _Render(agent["name"]), json_out=args.json)
+    return EXIT_OK if end.get("status") == "done" else EXIT_ERROR
+
+
+def cmd_interrupt(args: argparse.Namespace, paths: Paths) -> int:
+    res = _call(paths, "session.interrupt", {"session": args.session, "reason": args.reason})
+    if args.json:
+        _print_json(res)
+    elif res["interrupted"]:
+        _out(f"interrupting dispatch {res['dispatch_id']}")
+    else:
+        _out(f"session {args.session} has no running dispatch")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace, paths: Paths) -> int:
+    with _client(paths) as c:
+        agent = c.call("agent.get", {"agent": args.agent})
+        session_id = args.session
+        if session_id is None and not args.new:
+            recent = c.call("session.list", {"agent": agent["id"], "limit": 1})["sessions"]
+            session_id = recent[0]["id"] if recent else None
+        if session_id is None:
+            session_id = c.call("session.create", {"agent": agent["id"], "title": "chat"})["id"]
+            _out(f"new session {session_id} with {agent['name']}")
+        else:
+            _out(f"session {session_id} with {agent['name']} (--new starts a fresh one)")
+        _out("Type a message; Ctrl-C interrupts a reply, Ctrl-D leaves.")
+        render = _Render(agent["name"])
+
+        def approve(body: dict[str, Any]) -> None:
+            try:
+                answer = input(f"  approve {body['command']!r}? [y/N] ").strip().lower()
+            except EOFError:
+                answer = ""
+            decision = "approve" if answer in ("y", "yes") else "deny"
+            c.call(
+                "approval.resolve",
+                {"approval": body["approval_id"], "decision": decision, "note": "aos chat"},
+            )
+
+        _subscribe(c, session_id)
+        while True:
+            try:
+                text = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                _out("")
+                return EXIT_OK
+            if not text:
+                continue
+            dispatch_id = c.call("session.dispatch", {"session": session_id, "message": text})["dispatch_id"]
+            try:
+                _follow_dispatch(c, session_id, dispatch_id, render, on_approval=approve)
+            except KeyboardInterrupt:
+                _out("")
+                return EXIT_OK
+
+
+def cmd_hooks(args: argparse.Namespace, paths: Paths) -> int:
+    hooks = _call(paths, "hook.list")["hooks"]
+    if args.json:
+        _print_json(hooks)
+        return EXIT_OK
+    for h in hooks:
+        tag = f"{h['class']}{', required' if h['required'] else ''}"
+        _out(f"{h['hook']} ({tag})")
+        if not h["handlers"]:
+            _out("    (no handlers)")
+        for i, x in enumerate(h["handlers"], 1):
+            _out(
+                f"    {i}. {x['skill']}  scope={x['scope']} priority={x['priority']} "
+                f"timeout={x['timeout_s']}s failure={x['failure']}"
+            )
+    return EXIT_OK
+
+
+def cmd_approvals(args: argparse.Namespace, paths: Paths) -> int:
+    params: dict[str, Any] = {"status": None if args.all else "pending"}
+    if args.session:
+        params["session"] = args.session
+    rows = _call(paths, "approval.list", params)["approvals"]
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        _out("no pending approvals" if not args.all else "no approvals")
+    else:
+        _table(
+            [
+                [
+                    a["id"],
+                    a["status"],
+                    a["session_id"],
+                    f"{a['skill']}: {a['reason']}",
+                    _clip(a["command"]),
+                    _ago(a["created_at"]),
+                ]
+                for a in rows
+            ],
+            ["id", "status", "session", "why", "command", "asked"],
+        )
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace, paths: Paths) -> int:
+    decision = "approve" if args.cmd == "approve" else "deny"
+    a = _call(paths, "approval.resolve", {"approval": args.approval, "decision": decision, "note": args.note})
+    if args.json:
+        _print_json(a)
+    else:
+        _out(f"{a['status']}: {a['command']}")
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace, paths: Paths) -> int:
+    params: dict[str, Any] = {"group_by": args.by, "since_days": args.days}
+    if args.agent:
+        params["agent"] = args.agent
+    if args.session:
+        params["session"] = args.session
+    res = _call(paths, "usage.get", params)
+    if args.json:
+        _print_json(res)
+        return EXIT_OK
+
+    def cost(v: float | None) -> str:
+        return "-" if v is None else f"${v:.4f}"
+
+    rows = [
+        [r["key"], str(r["calls"]), str(r["prompt_tokens"]), str(r["completion_tokens"]), cost(r["cost"])]
+        for r in res["rows"]
+    ]
+    if not rows:
+        _out(f"no model calls in the last {args.days} days")
+        return EXIT_OK
+    t = res["total"]
+    rows.append(
+        ["total", str(t["calls"]), str(t["prompt_tokens"]), str(t["completion_tokens"]), cost(t["cost"])]
+    )
+    _table(rows, [args.by, "calls", "prompt", "completion", "cost"])
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -521,6 +778,43 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-f", "--follow", action="store_true", help="keep printing new facts as they are appended")
     h.add_argument("--after", type=int, default=0, help="start after this seq (default 0: everything)")
     h.set_defaults(func=cmd_history)
+
+    x = sub.add_parser("send", parents=[common], help="send a message to a session (runs the agent)")
+    x.add_argument("session")
+    x.add_argument("text")
+    x.add_argument("--wait", action="store_true", help="stream the reply until the dispatch ends")
+    x.set_defaults(func=cmd_send)
+
+    x = sub.add_parser("chat", help="talk to an agent interactively")
+    x.add_argument("agent", help="agent name or id")
+    x.add_argument("--session", help="resume this session (default: the agent's latest)")
+    x.add_argument("--new", action="store_true", help="start a new session")
+    x.set_defaults(func=cmd_chat)
+
+    x = sub.add_parser("interrupt", parents=[common], help="stop a session's running dispatch")
+    x.add_argument("session")
+    x.add_argument("--reason", default="interrupted by the user")
+    x.set_defaults(func=cmd_interrupt)
+
+    x = sub.add_parser("hooks", parents=[common], help="every hook and its handlers, in firing order")
+    x.set_defaults(func=cmd_hooks)
+
+    x = sub.add_parser("approvals", parents=[common], help="commands waiting for a human decision")
+    x.add_argument("--all", action="store_true", help="include resolved ones")
+    x.add_argument("--session")
+    x.set_defaults(func=cmd_approvals)
+    for verb, what in (("approve", "let a command run"), ("deny", "refuse a command")):
+        x = sub.add_parser(verb, parents=[common], help=what)
+        x.add_argument("approval", help="approval id (aos approvals lists them)")
+        x.add_argument("--note", help="a note for the agent and the record")
+        x.set_defaults(func=cmd_resolve)
+
+    x = sub.add_parser("usage", parents=[common], help="tokens and cost of model calls")
+    x.add_argument("--by", choices=["day", "agent", "session", "model"], default="day")
+    x.add_argument("--agent")
+    x.add_argument("--session")
+    x.add_argument("--days", type=int, default=30)
+    x.set_defaults(func=cmd_usage)
 
     c = sub.add_parser("call", parents=[common], help="call a syscall with JSON params (raw access)")
     c.add_argument("syscall", nargs="?", help="e.g. agent.list")

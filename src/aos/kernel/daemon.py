@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 
 from aos_sdk.errors import AosError
 
@@ -134,6 +135,24 @@ async def _main(paths: Paths, config: Config, unsafe_durability: bool, ready: _R
             if pg.proc is None and code is not None:
                 log.info("postgres.stopped", code=code)
         log.info("aos.stopped")
+
+
+def _warm_up_model_client() -> None:
+    """Import litellm off the critical path (seconds of imports), so the first dispatch is fast.
+
+    A daemon thread: stopping never waits for it. The first dispatch waits on litellm's import
+    lock if it comes before the warm-up is done.
+    """
+
+    def run() -> None:
+        from ..loop.model import warm_up
+
+        try:
+            log.info("model.warmed_up", seconds=round(warm_up(), 2))
+        except Exception as exc:  # never fatal: the first dispatch will report a real problem
+            log.warning("model.warm_up_failed", error=str(exc))
+
+    threading.Thread(target=run, name="model-warm-up", daemon=True).start()
 
 
 async def _serve(

@@ -27,6 +27,7 @@ from aos_sdk.errors import Archived, Conflict, NotFound, Rejected
 
 from ..db.store import Store, new_id
 from ..logs import get_logger
+from ..loop.bash import kill_leftovers
 from ..loop.model import ToolCall
 from ..loop.react import ReActUnit, Stop, UnitSpec
 from .hooks import Ask, HookBus, Reject
@@ -68,6 +69,7 @@ class Dispatcher:
         self._lost: set[str] = set()
         self._waiting: set[str] = set()  # dispatch ids waiting for a human
         self._background: asyncio.Task[None] | None = None
+        self.commands_dir = kernel.paths.run / "commands"
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -396,6 +398,10 @@ class Dispatcher:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start_background(self) -> None:
+        self.commands_dir.mkdir(parents=True, exist_ok=True)
+        killed = kill_leftovers(self.commands_dir)
+        if killed:
+            log.warning("recovery.killed_leftover_commands", process_groups=killed)
         await self.recover()
         self._background = asyncio.create_task(self._recovery_loop(), name="recovery")
 

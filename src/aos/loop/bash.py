@@ -6,21 +6,25 @@
 - output capped: the first and last halves of ``cap`` bytes are kept, the middle replaced by a
   marker; the full output is kept aside (``RunResult.full``) so the caller can store it;
 - a timeout, or cancellation (an interrupt), kills the whole group; so does the command's end, so
-  background jobs it left behind do not outlive it (``setsid`` detaches deliberately).
+  background jobs it left behind do not outlive it (``setsid`` detaches deliberately);
+- if the daemon dies, bash gets SIGKILL (parent-death signal), and the next daemon kills the rest
+  of the group from its record in ``$AOS_HOME/run/commands/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..kernel import procs
 
-__all__ = ["RunResult", "base_env", "run_bash"]
+__all__ = ["RunResult", "base_env", "kill_leftovers", "run_bash"]
 
 _DRAIN_AFTER_EXIT_S = 0.2  # background jobs may hold the output pipe open after bash exits
 
@@ -98,8 +102,32 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def run_bash(command: str, *, cwd: str, env: dict[str, str], timeout: float, cap: int) -> RunResult:
-    """Run ``command``; see the module docstring. Cancelling kills the command's group."""
+def _die_with_parent() -> None:  # in the child, between fork and exec
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def kill_leftovers(folder: Path) -> list[int]:
+    """Kill the process groups of commands a dead daemon left running (``<folder>/*.pgid``)."""
+    killed = []
+    for f in folder.glob("*.pgid"):
+        try:
+            pgid = int(f.read_text().strip())
+            os.killpg(pgid, signal.SIGKILL)
+            killed.append(pgid)
+        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+            pass
+        f.unlink(missing_ok=True)
+    return killed
+
+
+async def run_bash(
+    command: str, *, cwd: str, env: dict[str, str], timeout: float, cap: int, track_dir: Path | None = None
+) -> RunResult:
+    """Run ``command``; see the module docstring. Cancelling kills the command's group.
+
+    With ``track_dir``, the group id is kept in a file there while the command runs, so that a
+    daemon restarted after a crash can kill what the dead one left running.
+    """
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         "bash",
@@ -111,9 +139,14 @@ async def run_bash(command: str, *, cwd: str, env: dict[str, str], timeout: floa
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     procs.track(proc.pid)
     pgid = proc.pid
+    marker = None
+    if track_dir is not None:
+        marker = track_dir / f"{pgid}.pgid"
+        marker.write_text(str(pgid))
     out = _Collector(cap)
     assert proc.stdout is not None
     stdout = proc.stdout
@@ -145,6 +178,8 @@ async def run_bash(command: str, *, cwd: str, env: dict[str, str], timeout: floa
         raise
     finally:
         procs.untrack(proc.pid)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
         if not reader.done():
             reader.cancel()
     text, full, truncated = out.result()

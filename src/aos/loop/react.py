@@ -363,6 +363,7 @@ class ReActUnit:
                     env=env,
                     timeout=self.spec.bash_timeout_s,
                     cap=self.spec.output_cap_bytes,
+                    track_dir=self.dispatcher.commands_dir,
                 )
             )
         except Stop:

@@ -1,0 +1,204 @@
+"""Dispatch through a real daemon process: crashes, restarts, approvals that outlive the daemon,
+and the CLI a person uses (``aos send --wait``, ``aos chat``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos.pidlock import PidLock
+from aos_sdk.syncclient import SyncClient
+from aos_sdk.testing import ScriptedModel
+
+from .procutil import live_processes_mentioning
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+def setup_agent(home: Path, model: ScriptedModel) -> str:
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        c.call(
+            "agent.create",
+            {
+                "name": "alice",
+                "model": "openai/scripted",
+                "settings": {"model_params": {"api_base": model.url, "api_key": "test-key"}},
+            },
+        )
+        return str(c.call("session.create", {"agent": "alice"})["id"])
+
+
+def follow_until(home: Path, sid: str, after: int, until: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Facts of ``sid`` after ``after`` until one of kind ``until`` (replay, then live)."""
+    facts = []
+    with SyncClient(home / "run" / "kernel.sock", timeout=timeout) as c:
+        c.call("history.subscribe", {"session": sid, "after_seq": after})
+        for note in c.notifications():
+            f = note.params["fact"]
+            facts.append(f)
+            if f["kind"] == until:
+                return facts
+    return facts
+
+
+def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, tmp_path: Path) -> None:
+    count = tmp_path / "count"  # outside the workspace
+    fifo = tmp_path / "started.fifo"
+    os.mkfifo(fifo)
+    model.add({"bash": f"echo run >> {count}; echo go > {fifo}; sleep 60"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    r = aos("send", sid, "run it")
+    assert r.returncode == 0 and "dispatched di_" in r.stdout
+
+    fifo.read_text()  # blocks until the command is running
+    pid = PidLock.holder(home / "run" / "aos.pid")
+    assert pid and pid > 0
+    os.kill(pid, signal.SIGKILL)
+
+    r = aos("start")
+    assert r.returncode == 0, r.stderr
+    facts = follow_until(home, sid, 0, "dispatch.end")
+    kinds = [f["kind"] for f in facts]
+    assert kinds[-3:] == ["tool.result", "interrupt", "dispatch.end"]
+    result = facts[-3]["body"]
+    assert result["outcome"] == "unknown" and "was not run again" in result["output"]
+    assert facts[-2]["body"]["cause"] == "crash"
+    assert facts[-1]["body"]["status"] == "crashed"
+    assert count.read_text() == "run\n", "the command must have run exactly once"
+    assert live_processes_mentioning("sleep 60") == [], "the crashed command must not keep running"
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        s = c.call("session.get", {"session": sid})
+        assert s["phase"] == "idle" and s["lease_owner"] is None
+        # The session works again.
+        model.add({"text": "back"})
+        c.call("history.subscribe", {"session": sid})
+        c.call("session.dispatch", {"session": sid, "message": "again"})
+        for note in c.notifications():
+            if note.params["fact"]["kind"] == "dispatch.end":
+                assert note.params["fact"]["body"]["status"] == "done"
+                break
+
+
+def test_approval_survives_a_daemon_restart(
+    aos: Any, home: Path, model: ScriptedModel, tmp_path: Path
+) -> None:
+    provider = Path(__file__).parent / "providers" / "ask_needs_ok.py"
+    (home / "aoscb.json").write_text(
+        json.dumps({"providers": ["skills/aos-context/inproc.py", str(provider)]})
+    )
+    count = tmp_path / "count"
+    model.add({"bash": f"echo approved >> {count} # NEEDS-OK"}, {"text": "done after approval"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    aos("send", sid, "do the risky thing")
+    facts = follow_until(home, sid, 0, "approval.requested")
+    approval = facts[-1]["body"]["approval_id"]
+    r = aos("approvals")
+    assert approval in r.stdout and "test-asker: marked NEEDS-OK" in r.stdout
+
+    assert aos("stop").returncode == 0
+    assert aos("start").returncode == 0
+    r = aos("approvals", "--json")
+    assert [a["id"] for a in json.loads(r.stdout)] == [approval]
+    assert not count.exists()
+    r = aos("approve", approval, "--note", "checked")
+    assert r.returncode == 0 and r.stdout.startswith("approved:")
+
+    facts = follow_until(home, sid, facts[-1]["seq"], "dispatch.end")
+    kinds = [f["kind"] for f in facts]
+    assert kinds == ["approval.resolved", "tool.started", "tool.result", "message", "dispatch.end"]
+    assert facts[-1]["body"]["status"] == "done"
+    assert count.read_text() == "approved\n"
+
+
+def test_send_wait_and_chat_stream_a_reply(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    model.add({"bash": "echo hello from $AOS_AGENT"}, {"text": "said hello"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    r = aos("send", sid, "greet", "--wait")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "  $ echo hello from $AOS_AGENT"
+    assert lines[1] == "  │ hello from alice"
+    assert lines[2] == "alice> said hello"
+    assert lines[3].startswith("  — done in 2 steps")
+
+    model.add({"bash": "seq 1 3"}, {"text": "counted"})
+    chat = subprocess.run(
+        [sys.executable, "-m", "aos", "chat", "alice"],
+        input="count to three\n",
+        env=daemon_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert f"session {sid} with alice" in chat.stdout
+    assert "  $ seq 1 3\n  │ 1\n  │ 2\n  │ 3\nalice> counted\n" in chat.stdout
+    r = aos("usage", "--by", "agent")
+    assert "alice" in r.stdout and "4" in r.stdout
+
+
+def test_chat_ctrl_c_interrupts_the_reply(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    model.add({"bash": "echo started; sleep 60"})
+    assert aos("start").returncode == 0
+    setup_agent(home, model)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aos", "chat", "alice"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write("take your time\n")
+        proc.stdin.flush()
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "$ echo started; sleep 60" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        ended = threading.Event()
+        out: list[str] = []
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.append(line)
+                if "— interrupted" in line:
+                    ended.set()
+                    return
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        assert ended.wait(30), "".join(seen + out)
+        assert any("[interrupted: Ctrl-C]" in line for line in out)
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
