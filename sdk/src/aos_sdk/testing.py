@@ -15,7 +15,9 @@ Script steps (dicts)::
     {"delay": 0.5, "text": "slow"}                     # answer after a delay
     {"usage": {"prompt_tokens": 10, "completion_tokens": 2}, "text": "x"}   # explicit usage
 
-When the script runs out, the server answers 400 ``script exhausted`` (not retried by clients).
+When the script runs out, ``respond(request)`` (if given) picks the step from the request; else
+the server answers 400 ``script exhausted`` (not retried by clients). :func:`react_loop` is such
+a policy: one bash call, then a final answer once the call's result is in.
 Run one by hand for ``aos chat``: ``python -m aos_sdk.testing --script steps.json --port 8999``.
 """
 
@@ -27,11 +29,11 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ScriptedModel"]
+__all__ = ["ScriptedModel", "react_loop"]
 
 
 def _tool_call(n: int, name: str, arguments: str) -> dict[str, Any]:
@@ -46,8 +48,15 @@ class ScriptedModel:
         port: 0 picks a free port.
     """
 
-    def __init__(self, script: Iterable[dict[str, Any]] = (), *, port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Iterable[dict[str, Any]] = (),
+        *,
+        port: int = 0,
+        respond: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self._script: list[dict[str, Any]] = list(script)
+        self._respond = respond
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self._port = port
@@ -174,6 +183,8 @@ class ScriptedModel:
             step = self._script.pop(0) if self._script else None
             self._calls += 1
             n = self._calls
+        if step is None and self._respond is not None:
+            step = self._respond(request)
         if step is not None and step.get("delay"):
             await asyncio.sleep(float(step["delay"]))
         with self._answered:
@@ -217,14 +228,30 @@ class ScriptedModel:
         }
 
 
+def react_loop(command: str = "true", text: str = "done") -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A policy answering each request: bash ``command`` first, ``text`` once a tool result is in."""
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        messages = request.get("messages") or []
+        if messages and messages[-1].get("role") == "tool":
+            return {"text": text}
+        return {"bash": command}
+
+    return respond
+
+
 def _main() -> None:
     ap = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible model.")
-    ap.add_argument("--script", required=True, help="JSON file: a list of steps")
+    ap.add_argument("--script", help="JSON file: a list of steps")
+    ap.add_argument("--react-loop", metavar="COMMAND", help="answer every request: run COMMAND, then finish")
     ap.add_argument("--port", type=int, default=8999)
     args = ap.parse_args()
-    with open(args.script) as fh:
-        steps = json.load(fh)
-    model = ScriptedModel(steps, port=args.port).start()
+    steps = []
+    if args.script:
+        with open(args.script) as fh:
+            steps = json.load(fh)
+    respond = react_loop(args.react_loop) if args.react_loop else None
+    model = ScriptedModel(steps, port=args.port, respond=respond).start()
     print(f"scripted model on {model.url} ({len(steps)} steps); Ctrl-C stops it", flush=True)
     try:
         threading.Event().wait()

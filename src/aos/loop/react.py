@@ -248,7 +248,6 @@ class ReActUnit:
             },
             {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason},
         )
-        await self.dispatcher.store.update_dispatch(self.spec.dispatch_id, steps=self.spec.steps)
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
         if not reply.tool_calls:
             return True
