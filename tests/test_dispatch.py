@@ -588,3 +588,71 @@ def test_scripted_model_records_requests_over_real_http(model: ScriptedModel) ->
     assert body["choices"][0]["message"]["content"] == "hi"
     assert model.requests == [{"model": "m", "messages": []}]
     assert os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP") in (None, "True")
+
+
+@pytest.mark.parametrize("kernel", [{"lease_ttl_s": 1}], indirect=True)
+async def test_a_dispatch_that_loses_its_lease_stops_writing(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "started.fifo"
+    os.mkfifo(fifo)
+    model.add({"bash": f"echo go > {fifo}; sleep 30"}, {"text": "must never be asked for"})
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    await asyncio.wait_for(asyncio.to_thread(fifo.read_text), 10)
+    # Another kernel takes the session over (as after an expiry): new owner, new epoch.
+    async with kernel.store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = 'elsewhere:1:x/di_other', lease_epoch = lease_epoch + 1,"
+            " lease_until = now() + interval '1 minute' WHERE id = %s",
+            (sid,),
+        )
+    before = (await call(rpc, "session.get", {"session": sid}))["last_seq"]
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 10)
+    d = await call(rpc, "dispatch.get", {"dispatch": started["dispatch_id"]})
+    assert d["status"] == "lease_lost"
+    s = await call(rpc, "session.get", {"session": sid})
+    assert s["last_seq"] == before, "a unit without its lease must write nothing more"
+    assert s["lease_owner"] == "elsewhere:1:x/di_other"
+    assert len(model.requests) == 1
+
+
+async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
+    rpc: RpcConnection, kernel: Any, sid: str
+) -> None:
+    store, k = kernel.store, kernel.kernel
+    session = await store.get_session(sid)
+    owner = "other-host:4242:abc/di_ghost"
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = %s, lease_epoch = 5, lease_until = now() - interval '1 second',"
+            " phase = 'dispatched' WHERE id = %s",
+            (owner, sid),
+        )
+    await store.create_dispatch(
+        dispatch_id="di_ghost", session_id=sid, agent_id=session["agent_id"], epoch=5, owner=owner, model="m"
+    )
+    await k.append(
+        sid,
+        epoch=5,
+        kind="tool.started",
+        role=None,
+        body={"call_id": "c1", "command": "make"},
+        meta={"dispatch_id": "di_ghost"},
+        idempotency_key="ghost:1",
+    )
+    assert await k.dispatcher.recover() == ["di_ghost"]
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": 1}))["facts"]
+    assert [f["kind"] for f in facts] == ["tool.result", "interrupt", "dispatch.end"]
+    assert facts[0]["body"]["outcome"] == "unknown" and facts[0]["body"]["command"] == "make"
+    assert facts[1]["body"]["cause"] == "crash" and {f["epoch"] for f in facts} == {6}
+    s = await call(rpc, "session.get", {"session": sid})
+    assert s["phase"] == "idle" and s["lease_owner"] is None
+    assert (await call(rpc, "dispatch.get", {"dispatch": "di_ghost"}))["status"] == "crashed"
+    # A lease of another host that has not expired is left alone.
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = 'other-host:1:x/di_live', lease_until = now() + interval '1 minute'"
+            " WHERE id = %s",
+            (sid,),
+        )
+    assert await k.dispatcher.recover() == []
