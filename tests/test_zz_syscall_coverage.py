@@ -8,7 +8,7 @@ from aos.kernel.syscalls import SYSCALLS
 
 from .rpc import COVERED
 
-ROUND_TRIP_MODULES = {"test_syscalls.py", "test_dispatch.py"}
+ROUND_TRIP_MODULES = {"test_syscalls.py", "test_dispatch.py", "test_skills.py"}
 
 
 def test_every_syscall_has_a_round_trip(request: pytest.FixtureRequest) -> None:

@@ -13,7 +13,7 @@ from aos.kernel.hooks import HookBus, HookHandler
 SKILL = "aos-context"
 
 
-def system_prompt(agent: dict[str, Any]) -> str:
+def system_prompt(agent: dict[str, Any], skills: list[dict[str, str]]) -> str:
     name = agent.get("display_name") or agent.get("name")
     parts = [
         f"You are {name}, an agent running on AOS.",
@@ -23,6 +23,10 @@ def system_prompt(agent: dict[str, Any]) -> str:
     ]
     if agent.get("instructions"):
         parts.append("Your instructions:\n" + str(agent["instructions"]).strip())
+    if skills:
+        # Progressive disclosure: names and descriptions now; the full text when it is needed.
+        lines = [f"- {s['name']}: {s['description']} (read {s['path']} before using it)" for s in skills]
+        parts.append("Skills you can use:\n" + "\n".join(lines))
     return "\n\n".join(parts)
 
 
@@ -72,6 +76,8 @@ def project(fact: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "message" and role == "system":
         # Mid-conversation system messages are rejected by some providers: say it as a note.
         return [{"role": "user", "content": f"[system note] {_text(body)}"}]
+    if kind == "skill.load":
+        return [{"role": "user", "content": f"[skill {body.get('name')} loaded]\n{body.get('text', '')}"}]
     if kind == "interrupt":
         return [
             {
@@ -85,7 +91,9 @@ def project(fact: dict[str, Any]) -> list[dict[str, Any]]:
 def assemble(input_data: dict[str, Any], output_data: dict[str, Any]) -> dict[str, Any]:
     messages = list(output_data.get("messages") or [])
     if not messages:
-        messages = [{"role": "system", "content": system_prompt(input_data["agent"])}]
+        messages = [
+            {"role": "system", "content": system_prompt(input_data["agent"], input_data.get("skills") or [])}
+        ]
     for fact in input_data["facts"]:
         messages.extend(project(fact))
     return {"messages": messages}

@@ -704,6 +704,66 @@ def cmd_usage(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
+    scope: dict[str, Any] = {}
+    if getattr(args, "session", None):
+        scope["session"] = args.session
+    if getattr(args, "agent", None):
+        scope["agent"] = args.agent
+    if args.skills_cmd == "reload":
+        res = _call(paths, "skill.reload")
+        if args.json:
+            _print_json(res)
+        else:
+            _out(
+                f"{res['count']} skills; added {res['added'] or '-'}, removed {res['removed'] or '-'}, changed {res['changed'] or '-'}"
+            )
+        return EXIT_OK
+    if args.skills_cmd == "show":
+        sk = _call(paths, "skill.get", {"skill": args.name, **scope})
+        if args.json:
+            _print_json(sk)
+            return EXIT_OK
+        _out(f"{sk['name']}  ({sk['path']})")
+        _out(f"  {sk['description']}")
+        verdict = "spec-valid" if sk["spec_valid"] else "NOT spec-valid"
+        _out(f"  {verdict}; {'usable' if sk['usable'] else 'NOT usable'} by AOS")
+        if sk["enabled"] is not None:
+            _out(f"  {'enabled' if sk['enabled'] else 'disabled'} ({sk['why']})")
+        if sk["service"]:
+            _out(f"  service: {sk['service']}; permissions: {' '.join(sk['permissions']) or '-'}")
+        for d in sk["diagnostics"]:
+            _out(f"  {d['level']}: {d['message']}")
+        _out("")
+        _out(sk["body"])
+        return EXIT_OK
+    res = _call(paths, "skill.list", scope)
+    if args.json:
+        _print_json(res["skills"])
+        return EXIT_OK
+    rows = []
+    for sk in res["skills"]:
+        state = "-" if sk["enabled"] is None else ("on" if sk["enabled"] else "off")
+        if sk["enabled"] is None:
+            state = "on" if sk["usable"] and sk["default_enabled"] else "off"
+        problems = "; ".join(d["message"] for d in sk["diagnostics"]) or "-"
+        rows.append(
+            [
+                sk["name"],
+                state,
+                "yes" if sk["spec_valid"] else "no",
+                "yes" if sk["usable"] else "no",
+                sk["service"] or "-",
+                _clip(problems, 70),
+            ]
+        )
+    if not rows:
+        _out(f"no skills in {', '.join(res['roots'])}")
+        return EXIT_OK
+    _table(rows, ["skill", "state", "spec", "usable", "service", "diagnostics"])
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -815,6 +875,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--session")
     x.add_argument("--days", type=int, default=30)
     x.set_defaults(func=cmd_usage)
+
+    sk = sub.add_parser("skills", parents=[common], help="every skill: verdicts, state, diagnostics")
+    sk.add_argument("--session", help="show what is enabled for this session")
+    sk.add_argument("--agent", help="show what is enabled for this agent")
+    sksub = sk.add_subparsers(dest="skills_cmd", metavar="ACTION")
+    x = sksub.add_parser("show", parents=[common], help="one skill, with its SKILL.md text")
+    x.add_argument("name")
+    sksub.add_parser("reload", parents=[common], help="re-scan the skill roots now")
+    sk.set_defaults(func=cmd_skills)
 
     c = sub.add_parser("call", parents=[common], help="call a syscall with JSON params (raw access)")
     c.add_argument("syscall", nargs="?", help="e.g. agent.list")

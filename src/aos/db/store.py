@@ -413,6 +413,16 @@ class Store:
             f"SELECT {_SESSION_COLS} FROM sessions {clause} ORDER BY id DESC LIMIT %s", params
         )
 
+    async def update_session_settings(self, session_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+        row = await self._one(
+            f"UPDATE sessions SET settings = %s, revision = revision + 1, updated_at = now() WHERE id = %s"
+            f" RETURNING {_SESSION_COLS}",
+            (Jsonb(settings), session_id),
+        )
+        if row is None:
+            raise NotFound(f"no session {session_id!r}", session=session_id)
+        return row
+
     async def archive_session(self, session_id: str) -> dict[str, Any]:
         row = await self._one(
             f"UPDATE sessions SET status = 'archived', revision = revision + 1, updated_at = now()"

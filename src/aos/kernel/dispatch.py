@@ -30,6 +30,7 @@ from ..logs import get_logger
 from ..loop.bash import kill_leftovers
 from ..loop.model import ToolCall
 from ..loop.react import ReActUnit, Stop, UnitSpec
+from ..skills.index import enabled
 from .hooks import Ask, HookBus, Reject
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Dispatcher:
                 owner=owner,
                 model=model,
             )
-            unit = ReActUnit(self._spec(dispatch_id, session_id, agent, epoch, model, params), self)
+            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params), self)
             seq = await unit.append("message", "user", {"text": text})
         except BaseException:
             await self.store.release_lease(session_id, owner, epoch)
@@ -137,10 +138,21 @@ class Dispatcher:
         self._launch(unit, owner, resume=False)
         return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
 
+    def catalog(self, agent: dict[str, Any], session: dict[str, Any]) -> list[dict[str, str]]:
+        """The skills enabled for this session: name, description, where its SKILL.md is."""
+        out = []
+        for sk in self.kernel.skills.all():
+            on, _ = enabled(sk, self.kernel.config, agent["settings"], session["settings"])
+            if on:
+                out.append(
+                    {"name": sk.name, "description": sk.description, "path": str(sk.path / "SKILL.md")}
+                )
+        return out
+
     def _spec(
         self,
         dispatch_id: str,
-        session_id: str,
+        session: dict[str, Any],
         agent: dict[str, Any],
         epoch: int,
         model: str,
@@ -148,7 +160,8 @@ class Dispatcher:
     ) -> UnitSpec:
         return UnitSpec(
             dispatch_id=dispatch_id,
-            session_id=session_id,
+            session_id=session["id"],
+            skills=self.catalog(agent, session),
             agent=agent,
             epoch=epoch,
             model=model,
@@ -364,7 +377,7 @@ class Dispatcher:
             return
         pending = await self.store.pending_approval_for(dispatch["id"])
         model, params = self._model(agent, session)
-        spec = self._spec(dispatch["id"], sid, agent, epoch, model, params)
+        spec = self._spec(dispatch["id"], session, agent, epoch, model, params)
         unit = ReActUnit(spec, self)
         await self.store.update_dispatch(dispatch["id"], epoch=epoch, owner=new_owner)
         if pending is not None:

@@ -28,6 +28,7 @@ from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
 from ..redact import redact, scrub_values
+from ..skills.index import SkillIndex, skill_roots
 from . import models as m
 from .dispatch import Dispatcher
 from .hooks import Ask, HookBus, Reject
@@ -105,6 +106,7 @@ class Kernel:
         self.hooks = HookBus()
         self.provider_problems: list[dict[str, str]] = []
         self.dispatcher = Dispatcher(self, self.hooks)
+        self.skills = SkillIndex(skill_roots(config, paths))
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -117,6 +119,7 @@ class Kernel:
         human are left waiting (they resume at the next start), and the log is flushed.
         """
         kernel = cls(store, config, paths, db)
+        kernel.skills.scan()
         kernel.provider_problems = load_providers(kernel.hooks, list(config.data.get("providers") or []))
         writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
         try:

@@ -443,3 +443,67 @@ class UsageRow(Result):
 class UsageResult(Result):
     rows: list[UsageRow]
     total: UsageRow
+
+
+# -- skills ------------------------------------------------------------------------------------
+
+
+class SkillScope(Params):
+    session: str | None = Field(default=None, description="say whether it is enabled for this session")
+    agent: str | None = Field(default=None, description="... or for this agent")
+
+
+class SkillInfo(Result):
+    name: str
+    path: str
+    description: str
+    spec_valid: bool
+    usable: bool
+    enabled: bool | None = Field(description="for the session/agent asked about; null when none was")
+    why: str | None = Field(description="the rule that decided 'enabled'")
+    default_enabled: bool
+    service: str | None
+    permissions: list[str]
+    diagnostics: list[dict[str, str]]
+
+
+class SkillListResult(Result):
+    skills: list[SkillInfo]
+    roots: list[str]
+
+
+class SkillRef(SkillScope):
+    skill: str = Field(min_length=1)
+
+
+class SkillDetail(SkillInfo):
+    body: str
+    license: str | None
+    compatibility: str | None
+    allowed_tools: str | None
+    metadata: dict[str, str]
+
+
+class SkillToggled(Result):
+    skill: str
+    scope: Literal["session", "agent"]
+    target: str
+    enabled: bool
+
+
+class SkillLoad(Params):
+    skill: str = Field(min_length=1)
+    session: str = Field(min_length=1)
+
+
+class SkillLoaded(Result):
+    skill: str
+    session_id: str
+    seq: int
+
+
+class SkillReloadResult(Result):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    count: int

@@ -61,6 +61,7 @@ class UnitSpec:
     max_format_errors: int
     model_retries: int
     model_backoff_s: float
+    skills: list[dict[str, str]] = field(default_factory=list)
     steps: int = 0
     key_counter: int = 0
 
@@ -272,6 +273,7 @@ class ReActUnit:
                 {
                     **self.ids,
                     "agent": _agent_view(self.spec.agent),
+                    "skills": self.spec.skills,
                     "facts": facts_json,
                     "first": self._context is None,
                 },
