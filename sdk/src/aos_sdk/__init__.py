@@ -23,6 +23,7 @@ __all__ = [
     "RpcConnection",
     "SyncClient",
     "aos_home",
+    "define_service",
     "kernel_socket",
     "open_connection",
 ]
@@ -32,11 +33,13 @@ _LAZY = {
     "SyncClient": "aos_sdk.syncclient",
     "RpcConnection": "aos_sdk.connection",
     "open_connection": "aos_sdk.connection",
+    "define_service": "aos_sdk.service",
 }
 
 if TYPE_CHECKING:
     from .connection import RpcConnection, open_connection
     from .errors import AosError
+    from .service import define_service
     from .syncclient import SyncClient
 
 

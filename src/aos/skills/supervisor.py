@@ -16,12 +16,12 @@ factor is passed in, so tests are exact). A service that stays up for 60 s reset
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["Policy", "ServiceState", "State"]
 
 
-class State(str, Enum):
+class State(StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
     RUNNING = "running"

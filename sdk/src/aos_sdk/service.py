@@ -1,0 +1,160 @@
+"""Skill services: ``define_service`` and the loop that serves the kernel.
+
+A service is a long-running process the kernel starts for a skill. It connects to the socket in
+``$AOS_SOCKET``, registers its hooks and commands, then answers the kernel's calls::
+
+    from aos_sdk import define_service
+
+    @define_service
+    def service():
+        def guard(input_data, output_data):
+            if "rm -rf /" in output_data["args"]["command"]:
+                return {"verdict": "reject", "reason": "destructive"}
+            return output_data
+        return {"hooks": {"tool.before": guard}}
+
+A hook's value may also be a dict: ``{"handler": fn, "priority": 10, "timeout_s": 2,
+"failure": "open"}``. Commands (``{"commands": {"name": fn}}``) are what the skill's CLIs call
+through the agent gateway. Handlers may be sync or async and get ``(input_data, output_data)``;
+sync handlers run on the event loop, so keep them quick and use ``async def`` for I/O.
+:attr:`Service.kernel` is the connection for calling syscalls (those in ``aos-permissions``).
+
+The kernel runs a Python ``service.py`` as ``python -m aos_sdk.runner service.py``, so the file
+needs no ``run()`` call of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .connection import RpcConnection, open_connection
+from .errors import InvalidParams, MethodNotFound
+from .protocol import Request
+
+__all__ = ["CommandSpec", "HookSpec", "Service", "define_service", "registry"]
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    hook: str
+    handler: Callable[..., Any]
+    priority: int = 100
+    timeout_s: float = 5.0
+    failure: str = "closed"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    handler: Callable[..., Any]
+    description: str = ""
+    schema: dict[str, Any] | None = None
+
+
+_registry: list[Service] = []
+
+
+def registry() -> list[Service]:
+    """Services defined so far in this process (the runner starts the last one)."""
+    return list(_registry)
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+@dataclass
+class Service:
+    """A service defined with :func:`define_service`."""
+
+    factory: Callable[[], dict[str, Any]]
+    hooks: dict[str, HookSpec] = field(default_factory=dict)
+    commands: dict[str, CommandSpec] = field(default_factory=dict)
+    kernel: RpcConnection | None = None
+
+    def load(self) -> None:
+        """Call the factory and read its hooks and commands.
+
+        Raises:
+            InvalidParams: the factory returned something else than ``{"hooks", "commands"}``.
+        """
+        spec = self.factory()
+        if not isinstance(spec, dict) or set(spec) - {"hooks", "commands"}:
+            raise InvalidParams("a service must return {'hooks': {...}, 'commands': {...}}")
+        for name, value in (spec.get("hooks") or {}).items():
+            if callable(value):
+                self.hooks[name] = HookSpec(name, value)
+            elif isinstance(value, dict) and callable(value.get("handler")):
+                opts = {k: value[k] for k in ("priority", "timeout_s", "failure") if k in value}
+                self.hooks[name] = HookSpec(name, value["handler"], **opts)
+            else:
+                raise InvalidParams(f"hook {name!r}: give a function or {{'handler': fn, ...}}")
+        for name, value in (spec.get("commands") or {}).items():
+            if callable(value):
+                doc = inspect.getdoc(value) or ""
+                self.commands[name] = CommandSpec(name, value, doc.splitlines()[0] if doc else "")
+            elif isinstance(value, dict) and callable(value.get("handler")):
+                self.commands[name] = CommandSpec(
+                    name, value["handler"], str(value.get("description", "")), value.get("schema")
+                )
+            else:
+                raise InvalidParams(f"command {name!r}: give a function or {{'handler': fn, ...}}")
+
+    def registration(self) -> dict[str, Any]:
+        return {
+            "hooks": [
+                {"hook": h.hook, "priority": h.priority, "timeout_s": h.timeout_s, "failure": h.failure}
+                for h in self.hooks.values()
+            ],
+            "commands": [
+                {"name": c.name, "description": c.description, "schema": c.schema}
+                for c in self.commands.values()
+            ],
+        }
+
+    async def _serve_request(self, req: Request) -> Any:
+        p = req.params
+        if req.method == "hook.call":
+            spec = self.hooks.get(str(p.get("hook")))
+            if spec is None:
+                raise MethodNotFound(f"this service has no handler for hook {p.get('hook')!r}")
+            return await _call(spec.handler, p.get("input") or {}, p.get("output"))
+        if req.method == "command.call":
+            cmd = self.commands.get(str(p.get("command")))
+            if cmd is None:
+                raise MethodNotFound(f"this service has no command {p.get('command')!r}")
+            return await _call(cmd.handler, p.get("args") or {}, p.get("caller") or {})
+        if req.method == "service.ping":
+            return {"ok": True}
+        raise MethodNotFound(f"a service does not serve {req.method!r}")
+
+    async def serve(self, socket_path: str) -> None:
+        """Connect, register, and serve until the kernel closes the connection."""
+        if not self.hooks and not self.commands:
+            self.load()
+        async with open_connection(socket_path, on_request=self._serve_request) as conn:
+            self.kernel = conn
+            await conn.call("service.register", self.registration(), timeout=10)
+            await conn.wait_closed()
+
+    def run(self) -> None:
+        """Serve the kernel named by ``$AOS_SOCKET`` (what the runner calls)."""
+        path = os.environ.get("AOS_SOCKET")
+        if not path:
+            raise SystemExit("AOS_SOCKET is not set: services are started by the AOS daemon")
+        asyncio.run(self.serve(path))
+
+
+def define_service(factory: Callable[[], dict[str, Any]]) -> Service:
+    """Declare a service: ``factory`` returns ``{"hooks": {...}, "commands": {...}}``."""
+    svc = Service(factory)
+    _registry.append(svc)
+    return svc
