@@ -29,6 +29,7 @@ from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
 from ..redact import redact, scrub_values
 from ..skills.index import SkillIndex, skill_roots
+from ..skills.services import ServiceManager
 from . import models as m
 from .dispatch import Dispatcher
 from .hooks import Ask, HookBus, Reject
@@ -107,6 +108,10 @@ class Kernel:
         self.provider_problems: list[dict[str, str]] = []
         self.dispatcher = Dispatcher(self, self.hooks)
         self.skills = SkillIndex(skill_roots(config, paths))
+        self.services = ServiceManager(self)
+        #: Skills enabled per session, refreshed at each dispatch (hooks of a skill fire only
+        #: where it is enabled).
+        self.enabled_cache: dict[str, set[str]] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -123,10 +128,12 @@ class Kernel:
         kernel.provider_problems = load_providers(kernel.hooks, list(config.data.get("providers") or []))
         writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
         try:
+            await kernel.services.sync()
             await kernel.dispatcher.start_background()
             yield kernel
         finally:
             await kernel.dispatcher.close(timeout=float(config.data["limits"].get("drain_timeout_s", 10)))
+            await kernel.services.close()
             await kernel.hooks.wait_events()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +172,22 @@ class Kernel:
         finally:
             if sc.kind == "command" or (error is not None and error.type == "permission_denied"):
                 self._log_command(ctx.caller, method, params, result, error, time.perf_counter() - t0)
+
+    # -- skills --------------------------------------------------------------------------------
+
+    def globally_disabled(self) -> set[str]:
+        return {str(x) for x in self.config.data.get("skills", {}).get("disabled", [])}
+
+    def skill_applies(self, skill: str, input_data: dict[str, Any]) -> bool:
+        """Whether a skill's hooks fire for this input: only in sessions where it is enabled."""
+        session = input_data.get("session_id")
+        if session is None:
+            return True
+        cached = self.enabled_cache.get(str(session))
+        if cached is not None:
+            return skill in cached
+        m = self.skills.get(skill)
+        return m is not None and m.usable and m.default_enabled and skill not in self.globally_disabled()
 
     # -- runtime log ---------------------------------------------------------------------------
 

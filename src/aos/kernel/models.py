@@ -463,6 +463,9 @@ class SkillInfo(Result):
     why: str | None = Field(description="the rule that decided 'enabled'")
     default_enabled: bool
     service: str | None
+    service_status: dict[str, Any] | None = Field(
+        description="state, pid, restarts, last error, hooks, commands"
+    )
     permissions: list[str]
     diagnostics: list[dict[str, str]]
 

@@ -350,6 +350,7 @@ def _info(
         "diagnostics": d["diagnostics"],
         "enabled": on,
         "why": why,
+        "service_status": k.services.runners[sk.name].status() if sk.name in k.services.runners else None,
     }
 
 
@@ -444,6 +445,8 @@ async def skill_load(k: Kernel, ctx: CallContext, p: m.SkillLoad) -> m.SkillLoad
 
 async def skill_reload(k: Kernel, ctx: CallContext, p: m.Empty) -> m.SkillReloadResult:
     changes = k.skills.scan()
+    k.enabled_cache.clear()
+    await k.services.sync()
     return m.SkillReloadResult(**changes, count=len(k.skills.skills))
 
 

@@ -1,0 +1,326 @@
+"""Skill services: one supervised subprocess per skill that declares one.
+
+Each service gets its own socket, ``$AOS_HOME/run/services/<skill>.sock``: a connection there *is*
+that skill. The service registers its hooks and commands (``service.register``) within
+``register_timeout_s``; its hook handlers are then proxied over the connection, and any syscall
+it makes is checked against its ``aos-permissions``. The process runs in its own process group,
+with stdout and stderr in ``$AOS_HOME/logs/skills/<skill>.log``.
+
+Supervision follows :mod:`aos.skills.supervisor`: restarts with backoff, quarantine after
+repeated crashes. While a service is down, its hooks stay registered and fail as they declared:
+gates refuse (unless ``failure: open``), transforms are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shlex
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import Server, ServerConnection, unix_serve
+
+from aos_sdk.connection import RpcConnection
+from aos_sdk.errors import InvalidParams
+from aos_sdk.protocol import Request
+
+from ..kernel import procs
+from ..kernel.hooks import HOOKS, HookError, HookHandler
+from ..logs import get_logger
+from .manifest import SkillManifest
+from .supervisor import Policy, ServiceState, State
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+__all__ = ["ServiceManager", "ServiceRunner"]
+
+log = get_logger("aos.services")
+
+
+class ServiceRunner:
+    """One skill's service: its socket, its process, its registration."""
+
+    def __init__(self, manager: ServiceManager, manifest: SkillManifest) -> None:
+        self.manager = manager
+        self.manifest = manifest
+        self.name = manifest.name
+        self.state = ServiceState(self.name, manager.policy)
+        self.sock = manager.kernel.paths.services / f"{self.name}.sock"
+        self.conn: RpcConnection | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.server: Server | None = None
+        self.registered = asyncio.Event()
+        self.hooks: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._changed = asyncio.Event()
+
+    def _moved(self) -> None:
+        self._changed.set()
+
+    async def wait_state(self, *targets: State) -> State:
+        """Return once the service is in one of ``targets`` (tests, tools)."""
+        while self.state.state not in targets:
+            self._changed.clear()
+            if self.state.state in targets:
+                break
+            await self._changed.wait()
+        return self.state.state
+
+    # -- the socket ----------------------------------------------------------------------------
+
+    async def open_socket(self) -> None:
+        self.sock.parent.mkdir(parents=True, exist_ok=True)
+        self.sock.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            self.server = await unix_serve(
+                self._handle, str(self.sock), compression=None, max_size=64 * 1024 * 1024, ping_interval=20
+            )
+        finally:
+            os.umask(old)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        from ..kernel.kernel import CallContext, Caller
+
+        ctx = CallContext(Caller("service", self.name, self.manifest.permissions))
+
+        async def on_request(req: Request) -> Any:
+            if req.method == "service.register":
+                return self._register(conn, req.params)
+            return await self.manager.kernel.invoke(ctx, req.method, req.params)
+
+        conn = RpcConnection(ws, on_request=on_request)
+        ctx.conn = conn
+        try:
+            await conn.run()
+        finally:
+            self.manager.kernel.close_context(ctx)
+            if self.conn is conn:
+                self.conn = None
+
+    def _register(self, conn: RpcConnection, params: dict[str, Any]) -> dict[str, Any]:
+        hooks = params.get("hooks") or []
+        for h in hooks:
+            if h.get("hook") not in HOOKS:
+                raise InvalidParams(
+                    f"unknown hook {h.get('hook')!r}; known hooks: {', '.join(sorted(HOOKS))}"
+                )
+        bus = self.manager.kernel.hooks
+        bus.unregister_skill(self.name)
+        try:
+            for h in hooks:
+                bus.register(
+                    HookHandler(
+                        h["hook"],
+                        self.name,
+                        self._proxy(h["hook"]),
+                        priority=int(h.get("priority", 100)),
+                        timeout_s=float(h.get("timeout_s", 5.0)),
+                        failure=h.get("failure", "closed"),
+                        applies=self.manager.applies(self.name),
+                    )
+                )
+        except HookError as exc:
+            bus.unregister_skill(self.name)
+            raise InvalidParams(str(exc)) from exc
+        self.hooks = hooks
+        self.commands = list(params.get("commands") or [])
+        self.conn = conn
+        self.state.registered(time.monotonic())
+        self.registered.set()
+        self._moved()
+        log.info(
+            "service.registered",
+            skill=self.name,
+            hooks=[h["hook"] for h in hooks],
+            commands=len(self.commands),
+        )
+        return {"ok": True, "skill": self.name}
+
+    def _proxy(self, hook: str) -> Any:
+        async def call(input_data: dict[str, Any], output_data: Any) -> Any:
+            conn = self.conn
+            if conn is None:
+                raise RuntimeError(
+                    f"the service of skill {self.name} is not running ({self.state.state.value})"
+                )
+            return await conn.call("hook.call", {"hook": hook, "input": input_data, "output": output_data})
+
+        return call
+
+    # -- the process ---------------------------------------------------------------------------
+
+    def _argv(self) -> list[str]:
+        assert self.manifest.service is not None
+        parts = shlex.split(self.manifest.service)
+        target = str(self.manifest.path / parts[0])
+        if target.endswith(".py"):
+            return [sys.executable, "-m", "aos_sdk.runner", target, *parts[1:]]
+        return [target, *parts[1:]]
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        logs = self.manager.kernel.paths.logs / "skills"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "AOS_SOCKET": str(self.sock),
+            "AOS_SKILL": self.name,
+            "AOS_HOME": str(self.manager.kernel.paths.home),
+        }
+        with open(logs / f"{self.name}.log", "ab") as out:  # noqa: ASYNC230 - local, once per (re)start
+            out.write(f"--- starting {self.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            out.flush()
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(),
+                cwd=str(self.manifest.path),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        procs.track(proc.pid)
+        return proc
+
+    async def supervise(self) -> None:
+        """Keep the service up per the state machine until stopped."""
+        await self.open_socket()
+        try:
+            while not self._stopping:
+                if self.state.state == State.QUARANTINED:
+                    log.error("service.quarantined", skill=self.name, error=self.state.last_error)
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self.state.start(time.monotonic())
+                self._moved()
+                self.registered.clear()
+                try:
+                    self.proc = await self._spawn()
+                except OSError as exc:
+                    self.state.exited(time.monotonic(), f"cannot start: {exc}", random.random())
+                    await self._backoff()
+                    continue
+                reason = await self._run_once(self.proc)
+                procs.untrack(self.proc.pid)
+                self.conn = None
+                if self._stopping:
+                    return
+                self.state.exited(time.monotonic(), reason, random.random())
+                self._moved()
+                log.warning("service.exited", skill=self.name, reason=reason, state=self.state.state.value)
+                self.manager.kernel.hooks.event("skill.crashed", {"skill": self.name, "reason": reason})
+                await self._backoff()
+        finally:
+            if self.server is not None:
+                self.server.close()
+            self.sock.unlink(missing_ok=True)
+
+    async def _run_once(self, proc: asyncio.subprocess.Process) -> str:
+        exited = asyncio.ensure_future(proc.wait())
+        registered = asyncio.ensure_future(self.registered.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, registered},
+                timeout=self.state.policy.register_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                self._kill(proc)
+                await proc.wait()
+                return f"did not register within {self.state.policy.register_timeout_s:g} s"
+            if exited in done and not self.registered.is_set():
+                return f"exited with code {proc.returncode} before registering (see its log)"
+            self.manager.kernel.hooks.event("skill.started", {"skill": self.name})
+            code = await exited
+            return f"exited with code {code}"
+        finally:
+            registered.cancel()
+
+    async def _backoff(self) -> None:
+        if self.state.state != State.BACKOFF or self.state.next_start is None:
+            return
+        delay = max(0.0, self.state.next_start - time.monotonic())
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    @staticmethod
+    def _kill(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    async def stop(self) -> None:
+        """SIGTERM the service's group, SIGKILL after the grace period; unregister its hooks."""
+        self._stopping = True
+        self.state.stop(time.monotonic())
+        self._wake.set()
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            self._kill(proc, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.state.policy.stop_grace_s)
+            except TimeoutError:
+                self._kill(proc)
+                await proc.wait()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.manager.kernel.hooks.unregister_skill(self.name)
+        self.state.exited(time.monotonic(), "stopped")
+        self._moved()
+        self.manager.kernel.hooks.event("skill.stopped", {"skill": self.name})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.state.value,
+            "pid": self.proc.pid if self.proc is not None and self.proc.returncode is None else None,
+            "restarts": self.state.restarts,
+            "last_error": self.state.last_error,
+            "hooks": [h["hook"] for h in self.hooks],
+            "commands": [c["name"] for c in self.commands],
+        }
+
+
+class ServiceManager:
+    """Runs a :class:`ServiceRunner` for every usable skill that declares a service."""
+
+    def __init__(self, kernel: Kernel, policy: Policy | None = None) -> None:
+        self.kernel = kernel
+        self.policy = policy or Policy()
+        self.runners: dict[str, ServiceRunner] = {}
+
+    def applies(self, skill: str) -> Any:
+        def check(input_data: dict[str, Any]) -> bool:
+            return self.kernel.skill_applies(skill, input_data)
+
+        return check
+
+    async def sync(self) -> None:
+        """Start services of new skills, stop those of skills that are gone or unusable."""
+        wanted = {
+            m.name: m
+            for m in self.kernel.skills.skills.values()
+            if m.usable and m.service and m.name not in self.kernel.globally_disabled()
+        }
+        for name in list(self.runners):
+            if name not in wanted or wanted[name].service != self.runners[name].manifest.service:
+                await self.runners.pop(name).stop()
+        for name, m in wanted.items():
+            if name not in self.runners:
+                runner = ServiceRunner(self, m)
+                self.runners[name] = runner
+                runner.task = asyncio.create_task(runner.supervise(), name=f"service-{name}")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
+        self.runners.clear()

@@ -1,0 +1,198 @@
+"""Skill services as real subprocesses over real sockets: the guard example, crashes,
+quarantine, permissions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos.skills.supervisor import Policy, State
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+from .procutil import gone
+from .rpc import call
+
+# The example of the original design, exactly as written.
+GUARD_MD = """---
+name: my-guard
+description: Blocks dangerous bash commands before they execute
+service: ./service.py
+---
+This skill intercepts all bash commands and rejects destructive patterns.
+"""
+GUARD_PY = """from aos_sdk import define_service
+
+@define_service
+def service():
+    def guard(input_data, output_data):
+        cmd = output_data['args'].get('command', '')
+        for pattern in ['rm -rf /', 'DROP TABLE', ':(){ :|:& };:']:
+            if pattern in cmd:
+                return {'verdict': 'reject', 'reason': f'blocked: {pattern}'}
+        return output_data
+    return {'hooks': {'tool.before': guard}}
+"""
+
+
+def write(home: Path, name: str, md: str, py: str | None = None) -> Path:
+    folder = home / "skills" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "SKILL.md").write_text(md)
+    if py is not None:
+        (folder / "service.py").write_text(py)
+    return folder
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+async def agent_session(rpc: RpcConnection, model: ScriptedModel, name: str = "alice") -> str:
+    await call(
+        rpc,
+        "agent.create",
+        {
+            "name": name,
+            "model": "openai/scripted",
+            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}},
+        },
+    )
+    return str((await call(rpc, "session.create", {"agent": name}))["id"])
+
+
+async def dispatch(rpc: RpcConnection, kernel: Any, sid: str) -> list[dict[str, Any]]:
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    return (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]  # type: ignore[no-any-return]
+
+
+async def test_the_guard_example_blocks_rm_rf(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
+) -> None:
+    write(kernel.paths.home, "my-guard", GUARD_MD, GUARD_PY)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["my-guard"]
+    assert await asyncio.wait_for(runner.wait_state(State.RUNNING), 20) == State.RUNNING
+    listed = {s["name"]: s for s in (await call(rpc, "skill.list"))["skills"]}["my-guard"]
+    assert listed["usable"] and not listed["spec_valid"]
+    assert listed["service_status"]["state"] == "running" and listed["service_status"]["hooks"] == [
+        "tool.before"
+    ]
+
+    marker = tmp_path / "ran"
+    sid = await agent_session(rpc, model)
+    # Harmless even if the guard failed: the pattern is only echoed.
+    model.add({"bash": f"echo 'rm -rf /' > /dev/null; touch {marker}"}, {"bash": "echo fine"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    results = [f["body"] for f in facts if f["kind"] == "tool.result"]
+    assert (
+        results[0]["outcome"] == "rejected"
+        and results[0]["output"] == "refused by my-guard: blocked: rm -rf /"
+    )
+    assert not marker.exists(), "a refused command never runs"
+    assert results[1]["output"] == "fine\n"
+    log = (kernel.paths.logs / "skills" / "my-guard.log").read_text()
+    assert "starting my-guard" in log
+
+
+async def test_a_killed_service_fails_closed_then_comes_back(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    kernel.kernel.services.policy = Policy(backoff_first_s=2.0)
+    write(kernel.paths.home, "my-guard", GUARD_MD, GUARD_PY)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["my-guard"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    pid = runner.proc.pid
+    os.kill(pid, signal.SIGKILL)
+    assert await asyncio.wait_for(runner.wait_state(State.BACKOFF), 10) == State.BACKOFF
+    sid = await agent_session(rpc, model)
+    model.add({"bash": "echo harmless"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert (
+        result["outcome"] == "rejected"
+        and "not running" in result["output"]
+        and "fail closed" in result["output"]
+    )
+    assert await asyncio.wait_for(runner.wait_state(State.RUNNING), 20) == State.RUNNING  # restarted
+    assert runner.state.restarts == 1 and runner.proc.pid != pid and gone(pid)
+
+
+async def test_a_crashing_service_is_quarantined_without_disturbing_others(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    kernel.kernel.services.policy = Policy(backoff_first_s=0.01, backoff_max_s=0.05)
+    md = "---\nname: crasher\ndescription: Dies at once.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    write(kernel.paths.home, "crasher", md, "import sys\nprint('dying', flush=True)\nsys.exit(3)\n")
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["crasher"]
+    assert await asyncio.wait_for(runner.wait_state(State.QUARANTINED), 30) == State.QUARANTINED
+    assert runner.state.restarts == 4 and "exited with code 3 before registering" in (
+        runner.state.last_error or ""
+    )
+    status = {s["name"]: s for s in (await call(rpc, "skill.list"))["skills"]}["crasher"]["service_status"]
+    assert status["state"] == "quarantined" and status["pid"] is None
+    assert (kernel.paths.logs / "skills" / "crasher.log").read_text().count("dying") == 5
+    sid = await agent_session(rpc, model)
+    model.add({"bash": "echo unaffected"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    assert next(f["body"] for f in facts if f["kind"] == "tool.result")["output"] == "unaffected\n"
+
+
+async def test_services_may_call_only_their_permitted_syscalls(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    py = """from aos_sdk import define_service
+from aos_sdk.errors import AosError
+
+@define_service
+def service():
+    async def check(input_data, output_data):
+        try:
+            await service.kernel.call("agent.list", {})
+            first = "agent.list ok"
+        except AosError as exc:
+            first = f"agent.list {exc.type}"
+        try:
+            await service.kernel.call("session.list", {})
+            second = "session.list ok"
+        except AosError as exc:
+            second = f"session.list {exc.type}"
+        return {"verdict": "reject", "reason": f"{first}; {second}"}
+    return {"hooks": {"tool.before": check}}
+"""
+    md = "---\nname: nosy\ndescription: Probes permissions.\nmetadata:\n  aos-service: service.py\n  aos-permissions: agent.list\n---\nx\n"
+    write(kernel.paths.home, "nosy", md, py)
+    await call(rpc, "skill.reload")
+    await asyncio.wait_for(kernel.kernel.services.runners["nosy"].wait_state(State.RUNNING), 20)
+    sid = await agent_session(rpc, model)
+    model.add({"bash": "echo x"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["output"] == "refused by nosy: agent.list ok; session.list permission_denied"
+    denied = (await call(rpc, "log.list", {"actor": "service:nosy", "outcome": "error"}))["entries"]
+    assert [e["op"] for e in denied] == ["session.list"] and denied[0]["error"]["type"] == "permission_denied"
+
+
+async def test_removing_the_skill_stops_its_service(rpc: RpcConnection, kernel: Any) -> None:
+    import shutil
+
+    folder = write(kernel.paths.home, "my-guard", GUARD_MD, GUARD_PY)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["my-guard"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    pid = runner.proc.pid
+    shutil.rmtree(folder)
+    assert (await call(rpc, "skill.reload"))["removed"] == ["my-guard"]
+    assert "my-guard" not in kernel.kernel.services.runners and gone(pid)
+    assert not [h for h in kernel.kernel.hooks.handlers("tool.before") if h.skill == "my-guard"]
