@@ -98,8 +98,14 @@ class KernelUnderTest:
 async def kernel(
     db_url: str, paths: Paths, config: Config, request: pytest.FixtureRequest
 ) -> AsyncIterator[KernelUnderTest]:
-    limits: dict[str, Any] = getattr(request, "param", {}) or {}
-    data = {**config.data, "limits": {**config.data["limits"], **limits}}
+    limits: dict[str, Any] = dict(getattr(request, "param", {}) or {})
+    # Hot reload is off unless a test asks for it: explicit skill.reload calls stay deterministic.
+    watch = bool(limits.pop("watch", False))
+    data = {
+        **config.data,
+        "limits": {**config.data["limits"], **limits},
+        "skills": {**config.data["skills"], "watch": watch},
+    }
     cfg = Config(data, config.sources)
     async with Store.open(db_url) as store:
         db = DatabaseSettings(kind="external", url=db_url, unsafe_durability=False)

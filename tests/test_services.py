@@ -196,3 +196,57 @@ async def test_removing_the_skill_stops_its_service(rpc: RpcConnection, kernel: 
     assert (await call(rpc, "skill.reload"))["removed"] == ["my-guard"]
     assert "my-guard" not in kernel.kernel.services.runners and gone(pid)
     assert not [h for h in kernel.kernel.hooks.handlers("tool.before") if h.skill == "my-guard"]
+
+
+@pytest.mark.parametrize("kernel", [{"watch": True}], indirect=True)
+async def test_hot_reload_drop_edit_break_remove(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
+) -> None:
+    import shutil
+    import time
+
+    services = kernel.kernel.services
+    staged = tmp_path / "my-guard"
+    staged.mkdir()
+    (staged / "SKILL.md").write_text(GUARD_MD)
+    (staged / "service.py").write_text(GUARD_PY)
+    target = kernel.paths.home / "skills" / "my-guard"
+
+    # Drop the folder in: no reload call, the watcher notices.
+    t0 = time.monotonic()
+    shutil.copytree(staged, target)
+    await asyncio.wait_for(services.wait_until(lambda: "my-guard" in services.runners), 10)
+    first = services.runners["my-guard"]
+    await asyncio.wait_for(first.wait_state(State.RUNNING), 20)
+    print(f"drop-in to registered service: {(time.monotonic() - t0) * 1000:.0f} ms")
+
+    sid = await agent_session(rpc, model)
+
+    async def refusal() -> str:
+        model.add({"bash": "echo 'DROP TABLE users' > /dev/null"}, {"text": "ok"})
+        facts = await dispatch(rpc, kernel, sid)
+        return str(next(f["body"] for f in facts if f["kind"] == "tool.result")["output"])
+
+    assert await refusal() == "refused by my-guard: blocked: DROP TABLE"
+
+    # Edit the service: the new version registers, then the old one stops.
+    (target / "service.py").write_text(GUARD_PY.replace("blocked:", "blocked (v2):"))
+    await asyncio.wait_for(services.wait_until(lambda: services.runners["my-guard"] is not first), 20)
+    second = services.runners["my-guard"]
+    assert second.state.state == State.RUNNING and first.proc.returncode is not None
+    assert await refusal() == "refused by my-guard: blocked (v2): DROP TABLE"
+
+    # Break it: the broken version never registers, and v2 keeps serving.
+    (target / "service.py").write_text("this is not python (\n")
+    await asyncio.wait_for(services.wait_until(lambda: "my-guard" in services.reload_failures), 30)
+    assert "before registering" in services.reload_failures["my-guard"]
+    assert services.runners["my-guard"] is second and second.state.state == State.RUNNING
+    assert await refusal() == "refused by my-guard: blocked (v2): DROP TABLE"
+
+    # Remove it: the service stops and its hook is gone.
+    shutil.rmtree(target)
+    await asyncio.wait_for(services.wait_until(lambda: "my-guard" not in services.runners), 10)
+    assert gone(second.proc.pid)
+    model.add({"bash": "echo 'DROP TABLE users' > /dev/null; echo through"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    assert next(f["body"] for f in facts if f["kind"] == "tool.result")["output"] == "through\n"

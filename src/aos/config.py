@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "model": "openrouter/openai/gpt-4o-mini",
     "model_params": {},
-    "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": []},
+    "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": [], "watch": True},
     "providers": ["skills/aos-context/inproc.py"],
     "limits": {
         "max_steps": 50,

@@ -167,6 +167,12 @@ class HookBus:
             self._handlers[name] = keep
         return n
 
+    def unregister(self, handlers: list[HookHandler]) -> None:
+        """Remove exactly these handler objects (not others of the same skill)."""
+        ids = {id(h) for h in handlers}
+        for name, lst in self._handlers.items():
+            self._handlers[name] = [h for h in lst if id(h) not in ids]
+
     def handlers(self, hook: str, input_data: dict[str, Any] | None = None) -> list[HookHandler]:
         """The handlers of ``hook`` in firing order (those that apply to ``input_data``)."""
         lst = self._handlers.get(hook, [])

@@ -112,6 +112,7 @@ class Kernel:
         #: Skills enabled per session, refreshed at each dispatch (hooks of a skill fire only
         #: where it is enabled).
         self.enabled_cache: dict[str, set[str]] = {}
+        self._reload_lock = asyncio.Lock()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -127,11 +128,17 @@ class Kernel:
         kernel.skills.scan()
         kernel.provider_problems = load_providers(kernel.hooks, list(config.data.get("providers") or []))
         writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
+        stop_watch = asyncio.Event()
+        watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
             yield kernel
         finally:
+            stop_watch.set()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await kernel.dispatcher.close(timeout=float(config.data["limits"].get("drain_timeout_s", 10)))
             await kernel.services.close()
             await kernel.hooks.wait_events()
@@ -174,6 +181,36 @@ class Kernel:
                 self._log_command(ctx.caller, method, params, result, error, time.perf_counter() - t0)
 
     # -- skills --------------------------------------------------------------------------------
+
+    async def reload_skills(self) -> dict[str, list[str]]:
+        """Re-scan the skill roots and bring services in line (hot reload and skill.reload)."""
+        async with self._reload_lock:
+            diff = self.skills.scan()
+            self.enabled_cache.clear()
+            await self.services.sync(diff["changed"])
+        for name in diff["added"]:
+            self.hooks.event("skill.loaded", {"skill": name})
+        if any(diff.values()):
+            log.info("skills.reloaded", **diff)
+        return diff
+
+    async def watch_skills(self, stop: asyncio.Event) -> None:
+        """Hot reload: any change under a skill root re-scans the roots (watchfiles)."""
+        from watchfiles import awatch
+
+        roots = [str(r) for r in self.skills.roots if r.is_dir()]
+        if not roots or not self.config.data.get("skills", {}).get("watch", True):
+            return
+        async for _changes in awatch(*roots, debounce=50, step=10, stop_event=stop):
+            try:
+                diff = await self.reload_skills()
+                if diff["added"] or diff["changed"]:
+                    # Files of a folder just dropped in may still be arriving (and inotify can
+                    # miss the first ones in a new folder): look again a moment later.
+                    await asyncio.sleep(0.2)
+                    await self.reload_skills()
+            except Exception:
+                log.exception("skills.reload_failed")
 
     def globally_disabled(self) -> set[str]:
         return {str(x) for x in self.config.data.get("skills", {}).get("disabled", [])}

@@ -444,9 +444,7 @@ async def skill_load(k: Kernel, ctx: CallContext, p: m.SkillLoad) -> m.SkillLoad
 
 
 async def skill_reload(k: Kernel, ctx: CallContext, p: m.Empty) -> m.SkillReloadResult:
-    changes = k.skills.scan()
-    k.enabled_cache.clear()
-    await k.services.sync()
+    changes = await k.reload_skills()
     return m.SkillReloadResult(**changes, count=len(k.skills.skills))
 
 

@@ -46,12 +46,15 @@ log = get_logger("aos.services")
 class ServiceRunner:
     """One skill's service: its socket, its process, its registration."""
 
-    def __init__(self, manager: ServiceManager, manifest: SkillManifest) -> None:
+    def __init__(self, manager: ServiceManager, manifest: SkillManifest, *, generation: int = 0) -> None:
         self.manager = manager
         self.manifest = manifest
         self.name = manifest.name
         self.state = ServiceState(self.name, manager.policy)
-        self.sock = manager.kernel.paths.services / f"{self.name}.sock"
+        # A replacement (hot reload) listens on a socket of its own until it takes over.
+        suffix = f".{generation}" if generation else ""
+        self.sock = manager.kernel.paths.services / f"{self.name}{suffix}.sock"
+        self._handlers: list[HookHandler] = []
         self.conn: RpcConnection | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.server: Server | None = None
@@ -115,23 +118,30 @@ class ServiceRunner:
                     f"unknown hook {h.get('hook')!r}; known hooks: {', '.join(sorted(HOOKS))}"
                 )
         bus = self.manager.kernel.hooks
+        try:
+            handlers = [
+                HookHandler(
+                    h["hook"],
+                    self.name,
+                    self._proxy(h["hook"]),
+                    priority=int(h.get("priority", 100)),
+                    timeout_s=float(h.get("timeout_s", 5.0)),
+                    failure=h.get("failure", "closed"),
+                    applies=self.manager.applies(self.name),
+                )
+                for h in hooks
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidParams(f"malformed hook registration: {exc}") from exc
+        # Replace every handler of this skill (an older version's too) in one go.
         bus.unregister_skill(self.name)
         try:
-            for h in hooks:
-                bus.register(
-                    HookHandler(
-                        h["hook"],
-                        self.name,
-                        self._proxy(h["hook"]),
-                        priority=int(h.get("priority", 100)),
-                        timeout_s=float(h.get("timeout_s", 5.0)),
-                        failure=h.get("failure", "closed"),
-                        applies=self.manager.applies(self.name),
-                    )
-                )
+            for handler in handlers:
+                bus.register(handler)
         except HookError as exc:
             bus.unregister_skill(self.name)
             raise InvalidParams(str(exc)) from exc
+        self._handlers = handlers
         self.hooks = hooks
         self.commands = list(params.get("commands") or [])
         self.conn = conn
@@ -145,6 +155,13 @@ class ServiceRunner:
             commands=len(self.commands),
         )
         return {"ok": True, "skill": self.name}
+
+    def reinstate(self) -> None:
+        """Register this runner's handlers again (after a failed replacement removed them)."""
+        bus = self.manager.kernel.hooks
+        bus.unregister_skill(self.name)
+        for handler in self._handlers:
+            bus.register(handler)
 
     def _proxy(self, hook: str) -> Any:
         async def call(input_data: dict[str, Any], output_data: Any) -> Any:
@@ -275,7 +292,7 @@ class ServiceRunner:
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        self.manager.kernel.hooks.unregister_skill(self.name)
+        self.manager.kernel.hooks.unregister(self._handlers)  # only ours: a newer version may serve now
         self.state.exited(time.monotonic(), "stopped")
         self._moved()
         self.manager.kernel.hooks.event("skill.stopped", {"skill": self.name})
@@ -298,6 +315,18 @@ class ServiceManager:
         self.kernel = kernel
         self.policy = policy or Policy()
         self.runners: dict[str, ServiceRunner] = {}
+        self._generation = 0
+        #: Skill name -> why its last hot reload was refused (the old version kept serving).
+        self.reload_failures: dict[str, str] = {}
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Any) -> None:
+        """Return once ``predicate()`` holds; re-checked after every change of the services."""
+        while not predicate():
+            self._changed.clear()
+            if predicate():
+                return
+            await self._changed.wait()
 
     def applies(self, skill: str) -> Any:
         def check(input_data: dict[str, Any]) -> bool:
@@ -305,21 +334,56 @@ class ServiceManager:
 
         return check
 
-    async def sync(self) -> None:
-        """Start services of new skills, stop those of skills that are gone or unusable."""
+    async def sync(self, changed: list[str] | None = None) -> None:
+        """Start services of new skills, stop those of skills that are gone or unusable, and
+        replace those whose skill ``changed`` (the new version must register first)."""
         wanted = {
             m.name: m
             for m in self.kernel.skills.skills.values()
             if m.usable and m.service and m.name not in self.kernel.globally_disabled()
         }
         for name in list(self.runners):
-            if name not in wanted or wanted[name].service != self.runners[name].manifest.service:
+            if name not in wanted:
                 await self.runners.pop(name).stop()
         for name, m in wanted.items():
             if name not in self.runners:
-                runner = ServiceRunner(self, m)
-                self.runners[name] = runner
-                runner.task = asyncio.create_task(runner.supervise(), name=f"service-{name}")
+                self.runners[name] = self._launch(m)
+            elif name in (changed or []) or m.service != self.runners[name].manifest.service:
+                await self.replace(m)
+        self._changed.set()
+
+    def _launch(self, m: SkillManifest, generation: int = 0) -> ServiceRunner:
+        runner = ServiceRunner(self, m, generation=generation)
+        runner.task = asyncio.create_task(runner.supervise(), name=f"service-{m.name}-{generation}")
+        return runner
+
+    async def replace(self, m: SkillManifest) -> bool:
+        """Start the new version beside the old; switch once it registered, else keep the old."""
+        old = self.runners[m.name]
+        self._generation += 1
+        new = self._launch(m, self._generation)
+        try:
+            state = await asyncio.wait_for(
+                new.wait_state(State.RUNNING, State.BACKOFF, State.QUARANTINED),
+                self.policy.register_timeout_s + 2,
+            )
+        except TimeoutError:
+            state = new.state.state
+        if state != State.RUNNING:
+            self.reload_failures[m.name] = new.state.last_error or state.value
+            log.error(
+                "service.reload_failed", skill=m.name, error=new.state.last_error, kept="the running version"
+            )
+            await new.stop()
+            if old.state.state == State.RUNNING and old.conn is not None:
+                # The failed newcomer unregistered only its own handlers; put the old ones back.
+                old.reinstate()
+            return False
+        self.runners[m.name] = new
+        self.reload_failures.pop(m.name, None)
+        await old.stop()
+        log.info("service.reloaded", skill=m.name)
+        return True
 
     async def close(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True)
