@@ -147,6 +147,7 @@ class Dispatcher:
                 out.append(
                     {"name": sk.name, "description": sk.description, "path": str(sk.path / "SKILL.md")}
                 )
+        self.kernel.enabled_cache[session["id"]] = {s["name"] for s in out}
         return out
 
     def _spec(
@@ -184,6 +185,7 @@ class Dispatcher:
 
     async def _run(self, unit: ReActUnit, owner: str, resume: bool) -> None:
         spec = unit.spec
+        spec.token = self.kernel.gateway.issue(spec.dispatch_id, spec.session_id, spec.agent["id"])
         renew = asyncio.create_task(self._renew(unit, owner), name=f"lease-{spec.dispatch_id}")
         status = "failed"
         try:
@@ -194,6 +196,7 @@ class Dispatcher:
                     raise
                 status = "lease_lost"
         finally:
+            self.kernel.gateway.revoke(spec.token)
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew

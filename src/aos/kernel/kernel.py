@@ -32,6 +32,7 @@ from ..skills.index import SkillIndex, skill_roots
 from ..skills.services import ServiceManager
 from . import models as m
 from .dispatch import Dispatcher
+from .gateway import Gateway
 from .hooks import Ask, HookBus, Reject
 from .providers import load_providers
 from .syscalls import SYSCALLS, CallerKind, check_caller
@@ -109,6 +110,7 @@ class Kernel:
         self.dispatcher = Dispatcher(self, self.hooks)
         self.skills = SkillIndex(skill_roots(config, paths))
         self.services = ServiceManager(self)
+        self.gateway = Gateway(self)
         #: Skills enabled per session, refreshed at each dispatch (hooks of a skill fire only
         #: where it is enabled).
         self.enabled_cache: dict[str, set[str]] = {}
@@ -131,6 +133,7 @@ class Kernel:
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
+            await kernel.gateway.start()
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
             yield kernel
@@ -141,6 +144,7 @@ class Kernel:
                 await watcher
             await kernel.dispatcher.close(timeout=float(config.data["limits"].get("drain_timeout_s", 10)))
             await kernel.services.close()
+            await kernel.gateway.close()
             await kernel.hooks.wait_events()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -448,6 +452,6 @@ class Kernel:
                 synchronous_commit=settings.get("synchronous_commit", "?"),
                 unsafe_durability=self.db.unsafe_durability,
             ),
-            sockets={"kernel": str(self.paths.kernel_sock)},
+            sockets={"kernel": str(self.paths.kernel_sock), "agent": str(self.paths.agent_sock)},
             counts=counts,
         )

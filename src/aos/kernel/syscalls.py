@@ -406,10 +406,13 @@ async def _toggle(k: Kernel, p: m.SkillRef, on: bool) -> m.SkillToggled:
 
     if p.session is not None:
         session = await k.store.get_session(p.session)
-        await k.store.update_session_settings(session["id"], flip(session["settings"]))
+        session = await k.store.update_session_settings(session["id"], flip(session["settings"]))
+        agent = await k.store.get_agent(session["agent_id"])
+        k.dispatcher.catalog(agent, session)  # refresh which skills' hooks and commands apply now
         return m.SkillToggled(skill=sk.name, scope="session", target=session["id"], enabled=on)
     agent = await k.store.get_agent(str(p.agent))
     await k.store.update_agent(agent["id"], {"settings": flip(agent["settings"])}, None)
+    k.enabled_cache.clear()  # recomputed per session at its next dispatch
     return m.SkillToggled(skill=sk.name, scope="agent", target=agent["id"], enabled=on)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,7 @@ class UnitSpec:
     model_retries: int
     model_backoff_s: float
     skills: list[dict[str, str]] = field(default_factory=list)
+    token: str = ""
     steps: int = 0
     key_counter: int = 0
 
@@ -343,12 +346,18 @@ class ReActUnit:
         env = base_env()
         if isinstance(extra, dict) and isinstance(extra.get("env"), dict):
             env.update({str(k): str(v) for k, v in extra["env"].items()})
+        # Skill CLIs first, then the daemon's Python (its python3 has aos_sdk for those CLIs).
+        bins = [str(Path(s["path"]).parent / "bin") for s in self.spec.skills]
+        bins = [b for b in bins if Path(b).is_dir()]  # noqa: ASYNC240 - a few stat calls per command
+        env["PATH"] = os.pathsep.join([*bins, str(Path(sys.executable).parent), env["PATH"]])
         env.update(
             {
                 "AOS_SESSION_ID": self.spec.session_id,
                 "AOS_AGENT_ID": self.spec.agent["id"],
                 "AOS_AGENT": self.spec.agent["name"],
                 "AOS_DISPATCH_ID": self.spec.dispatch_id,
+                "AOS_GATEWAY": str(self.dispatcher.kernel.gateway.path),
+                "AOS_TOKEN": self.spec.token,
             }
         )
         return env

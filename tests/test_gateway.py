@@ -1,0 +1,144 @@
+"""The agent gateway: skill CLIs reach their service from agent bash, and nothing else does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aos.skills.supervisor import State
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+from .rpc import call
+
+NOTES_MD = """---
+name: notes
+description: Keeps short notes for the agent. Use `notes add <text>` and `notes list`.
+metadata:
+  aos-service: service.py
+---
+Run `notes add <text>` to keep a note and `notes list` to read them back.
+"""
+NOTES_PY = """from aos_sdk import define_service
+
+NOTES = {}
+
+@define_service
+def service():
+    def add(args, caller):
+        NOTES.setdefault(caller["session_id"], []).append(" ".join(args["argv"]))
+        return f"noted ({len(NOTES[caller['session_id']])} so far) for {caller['agent_id']}"
+
+    def list_(args, caller):
+        return {"notes": NOTES.get(caller["session_id"], []), "dispatch": caller["dispatch_id"]}
+
+    return {"commands": {"add": add, "list": list_}}
+"""
+CLI = "#!/usr/bin/env python3\nfrom aos_sdk.cli import main; main('notes')\n"
+PROBE = (
+    'python3 -c "import os; from aos_sdk.syncclient import SyncClient; from aos_sdk.errors import AosError\n'
+    "try:\n"
+    "    c = SyncClient(os.environ['AOS_GATEWAY'], headers={'X-AOS-Token': os.environ['AOS_TOKEN']})\n"
+    "    print(c.call('agent.list', {}))\n"
+    "except AosError as e:\n"
+    "    print('refused:', e.type, e.message)\""
+)
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+async def setup(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> str:
+    folder = kernel.paths.home / "skills" / "notes"
+    (folder / "bin").mkdir(parents=True)
+    (folder / "SKILL.md").write_text(NOTES_MD)
+    (folder / "service.py").write_text(NOTES_PY)
+    (folder / "bin" / "notes").write_text(CLI)
+    (folder / "bin" / "notes").chmod(0o755)
+    await call(rpc, "skill.reload")
+    await asyncio.wait_for(kernel.kernel.services.runners["notes"].wait_state(State.RUNNING), 20)
+    await call(
+        rpc,
+        "agent.create",
+        {
+            "name": "alice",
+            "model": "openai/scripted",
+            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}},
+        },
+    )
+    return str((await call(rpc, "session.create", {"agent": "alice"}))["id"])
+
+
+async def run(rpc: RpcConnection, kernel: Any, sid: str) -> list[dict[str, Any]]:
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+    return [f["body"] for f in facts if f["kind"] == "tool.result"]
+
+
+async def test_agent_bash_uses_a_skill_cli(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> None:
+    sid = await setup(rpc, kernel, model)
+    model.add({"bash": ["notes add buy milk", "notes list --json", "which notes"]}, {"text": "done"})
+    added, listed, which = await run(rpc, kernel, sid)
+    agent_id = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
+    assert added["output"] == f"noted (1 so far) for {agent_id}\n" and added["exit_code"] == 0
+    got = json.loads(listed["output"])
+    assert got["notes"] == ["buy milk"] and got["dispatch"].startswith("di_")
+    assert which["output"].strip().endswith("skills/notes/bin/notes")
+
+
+async def test_the_token_allows_nothing_but_skill_commands(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await setup(rpc, kernel, model)
+    model.add({"bash": [PROBE, "echo $AOS_TOKEN"]}, {"text": "done"})
+    probe, token = await run(rpc, kernel, sid)
+    assert probe["output"].startswith("refused: permission_denied agent.list is not allowed here")
+
+    # After the dispatch, its token is worthless.
+    env = {**os.environ, "AOS_GATEWAY": str(kernel.paths.agent_sock), "AOS_TOKEN": token["output"].strip()}
+    cli = kernel.paths.home / "skills" / "notes" / "bin" / "notes"
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(cli), "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "invalid or expired token" in r.stderr
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(cli), "list"],
+        env={k: v for k, v in env.items() if k != "AOS_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 3 and "inside an AOS dispatch" in r.stderr
+
+
+async def test_a_disabled_skill_cannot_be_invoked(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await setup(rpc, kernel, model)
+    await call(rpc, "skill.disable", {"skill": "notes", "session": sid})
+    cli = kernel.paths.home / "skills" / "notes" / "bin" / "notes"
+    model.add({"bash": [f"{sys.executable} {cli} add secret", "notes list"]}, {"text": "done"})
+    direct, on_path = await run(rpc, kernel, sid)
+    assert direct["exit_code"] == 1 and "skill 'notes' is not enabled in this session" in direct["output"]
+    assert on_path["exit_code"] == 127  # its bin/ is not on PATH where the skill is off
+    model.add({"bash": "notes nosuch"}, {"text": "done"})
+    await call(rpc, "skill.enable", {"skill": "notes", "session": sid})
+    (missing,) = await run(rpc, kernel, sid)
+    assert missing["exit_code"] == 1 and "has no command 'nosuch' (commands: add, list)" in missing["output"]
