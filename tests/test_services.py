@@ -250,3 +250,24 @@ async def test_hot_reload_drop_edit_break_remove(
     model.add({"bash": "echo 'DROP TABLE users' > /dev/null; echo through"}, {"text": "ok"})
     facts = await dispatch(rpc, kernel, sid)
     assert next(f["body"] for f in facts if f["kind"] == "tool.result")["output"] == "through\n"
+
+
+def test_aos_skills_logs_shows_a_service_log(aos: Any, home: Path) -> None:
+    md = "---\nname: talker\ndescription: Says hello in its log.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    py = GUARD_PY.replace("def service():", "def service():\n    print('hello from talker', flush=True)")
+    write(home, "talker", md, py)
+    assert aos("start").returncode == 0
+    import json as _json
+
+    def registered() -> bool:
+        skills = _json.loads(aos("skills", "--json").stdout)
+        status = next(s for s in skills if s["name"] == "talker")["service_status"]
+        return bool(status and status["state"] == "running")
+
+    for _ in range(100):  # the CLI is what a user polls; each call is a full round trip
+        if registered():
+            break
+    r = aos("skills", "logs", "talker")
+    assert r.returncode == 0 and "hello from talker" in r.stdout and "starting talker" in r.stdout
+    r = aos("skills", "logs", "nobody")
+    assert r.returncode == 1 and "no log for skill 'nobody'" in r.stderr

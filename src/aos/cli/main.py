@@ -719,6 +719,15 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
                 f"{res['count']} skills; added {res['added'] or '-'}, removed {res['removed'] or '-'}, changed {res['changed'] or '-'}"
             )
         return EXIT_OK
+    if args.skills_cmd == "logs":
+        log_path = paths.logs / "skills" / f"{args.name}.log"
+        if not log_path.exists():
+            _err(f"no log for skill {args.name!r} at {log_path} (has its service ever started?)")
+            return EXIT_ERROR
+        lines = log_path.read_text(errors="replace").splitlines()
+        for line in lines[-args.lines :] if args.lines else lines:
+            _out(line)
+        return EXIT_OK
     if args.skills_cmd == "show":
         sk = _call(paths, "skill.get", {"skill": args.name, **scope})
         if args.json:
@@ -883,6 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sksub.add_parser("show", parents=[common], help="one skill, with its SKILL.md text")
     x.add_argument("name")
     sksub.add_parser("reload", parents=[common], help="re-scan the skill roots now")
+    x = sksub.add_parser("logs", help="the last lines of a skill service's log")
+    x.add_argument("name")
+    x.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all; default 50)")
     sk.set_defaults(func=cmd_skills)
 
     c = sub.add_parser("call", parents=[common], help="call a syscall with JSON params (raw access)")
