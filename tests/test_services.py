@@ -271,3 +271,56 @@ def test_aos_skills_logs_shows_a_service_log(aos: Any, home: Path) -> None:
     assert r.returncode == 0 and "hello from talker" in r.stdout and "starting talker" in r.stdout
     r = aos("skills", "logs", "nobody")
     assert r.returncode == 1 and "no log for skill 'nobody'" in r.stderr
+
+
+async def test_a_hanging_service_times_out_and_a_forking_one_leaves_nothing(
+    rpc: RpcConnection, kernel: Any, tmp_path: Path
+) -> None:
+    kernel.kernel.services.policy = Policy(register_timeout_s=1.0, backoff_first_s=5.0, stop_grace_s=1.0)
+    hang = "---\nname: hanger\ndescription: Never registers.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    write(kernel.paths.home, "hanger", hang, "import time\nwhile True:\n    time.sleep(3600)\n")
+    pidfile = tmp_path / "child.pid"
+    fork_py = GUARD_PY.replace(
+        "def service():",
+        "def service():\n"
+        "    import subprocess\n"
+        f"    child = subprocess.Popen(['sleep', '600'])\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(child.pid))\n",
+    )
+    fork = "---\nname: forker\ndescription: Starts a child.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    write(kernel.paths.home, "forker", fork, fork_py)
+    await call(rpc, "skill.reload")
+    hanger, forker = kernel.kernel.services.runners["hanger"], kernel.kernel.services.runners["forker"]
+    assert await asyncio.wait_for(hanger.wait_state(State.BACKOFF), 15) == State.BACKOFF
+    assert "did not register within 1 s" in (hanger.state.last_error or "")
+    assert gone(hanger.proc.pid), "a service that failed to register is killed"
+    await asyncio.wait_for(forker.wait_state(State.RUNNING), 20)
+    child = int(pidfile.read_text())
+    service_pid = forker.proc.pid
+    await kernel.kernel.services.close()  # what aos stop does
+    assert gone(service_pid) and gone(child), "stopping a service kills its whole process group"
+
+
+def test_kill9_of_the_daemon_leaves_no_service_behind(aos: Any, home: Path) -> None:
+    import json as _json
+    import select
+
+    from aos.pidlock import PidLock
+
+    write(home, "my-guard", GUARD_MD, GUARD_PY)
+    assert aos("start").returncode == 0
+    status: dict[str, Any] = {}
+    for _ in range(200):  # polling the CLI a user would poll
+        skills = _json.loads(aos("skills", "--json").stdout)
+        status = next(s for s in skills if s["name"] == "my-guard")["service_status"] or {}
+        if status.get("state") == "running":
+            break
+    service_pid = status["pid"]
+    daemon = PidLock.holder(home / "run" / "aos.pid")
+    assert daemon and daemon > 0
+    fd = os.pidfd_open(service_pid)
+    os.kill(daemon, signal.SIGKILL)
+    ready, _, _ = select.select([fd], [], [], 15)  # the service exits when its socket closes
+    os.close(fd)
+    assert ready, "the service outlived the daemon"
+    assert aos("start").returncode == 0  # and the next daemon starts it again

@@ -27,13 +27,15 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ScriptedModel", "react_loop"]
+__all__ = ["ScriptedModel", "ThrowawayKernel", "react_loop"]
 
 
 def _tool_call(n: int, name: str, arguments: str) -> dict[str, Any]:
@@ -261,3 +263,115 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+class ThrowawayKernel:
+    """A real AOS daemon in a temporary ``AOS_HOME``, for testing a skill in a few lines::
+
+        with ScriptedModel([{"bash": "notes add hi"}, {"text": "done"}]) as model, \\
+                ThrowawayKernel(skills=["skills/notes"]) as aos:
+            sid = aos.new_session(model)
+            facts = aos.dispatch(sid, "take a note")
+            assert facts[-1]["body"]["status"] == "done"
+
+    The daemon runs as a subprocess (``python -m aos start``; the ``aos`` package must be
+    installed), with its own embedded PostgreSQL, and is stopped on exit. ``skills`` are copied
+    into ``$AOS_HOME/skills`` before it starts.
+    """
+
+    def __init__(self, skills: Iterable[str | Path] = (), *, timeout: float = 120) -> None:
+        self.skills = [Path(s) for s in skills]
+        self.timeout = timeout
+        self.home: Path | None = None
+
+    def __enter__(self) -> ThrowawayKernel:
+        import shutil
+        import subprocess
+        import sys
+        import tempfile
+
+        self.home = Path(tempfile.mkdtemp(prefix="aos-throwaway-"))
+        for skill in self.skills:
+            shutil.copytree(skill, self.home / "skills" / skill.name)
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")} | {
+            "AOS_HOME": str(self.home)
+        }
+        r = subprocess.run(
+            [sys.executable, "-m", "aos", "start", "--timeout", str(self.timeout)],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout + 10,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"the throwaway daemon did not start: {r.stderr.strip()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "aos", "stop"], env=self._env, capture_output=True, timeout=60)
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    @property
+    def socket(self) -> Path:
+        assert self.home is not None
+        return self.home / "run" / "kernel.sock"
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call a syscall as an administrator."""
+        from .syncclient import SyncClient
+
+        with SyncClient(self.socket) as c:
+            return c.call(method, params or {})
+
+    def wait_service(self, skill: str, timeout: float = 30) -> dict[str, Any]:
+        """Block until the skill's service is running; returns its status."""
+        from .syncclient import SyncClient
+
+        deadline = time.monotonic() + timeout
+        with SyncClient(self.socket) as c:
+            while True:
+                status = c.call("skill.get", {"skill": skill}).get("service_status") or {}
+                if status.get("state") == "running":
+                    return dict(status)
+                if status.get("state") == "quarantined" or time.monotonic() > deadline:
+                    raise RuntimeError(f"the service of {skill} is not running: {status}")
+                c.call("system.ping", {})  # one round trip between looks; no sleeping
+
+    def new_session(self, model: ScriptedModel, agent: str = "tester") -> str:
+        """An agent talking to ``model`` (created once) and a fresh session of it."""
+        from .errors import Conflict
+
+        try:
+            self.call(
+                "agent.create",
+                {
+                    "name": agent,
+                    "model": "openai/scripted",
+                    "settings": {"model_params": {"api_base": model.url, "api_key": "test"}},
+                },
+            )
+        except Conflict:
+            pass
+        return str(self.call("session.create", {"agent": agent})["id"])
+
+    def dispatch(self, session: str, message: str, timeout: float = 120) -> list[dict[str, Any]]:
+        """Run a dispatch to its end; returns the facts it wrote (the last is ``dispatch.end``)."""
+        from .syncclient import SyncClient
+
+        with SyncClient(self.socket, timeout=timeout) as c:
+            c.call("history.subscribe", {"session": session})
+            dispatch_id = c.call("session.dispatch", {"session": session, "message": message})["dispatch_id"]
+            facts = []
+            for note in c.notifications():
+                fact = note.params["fact"]
+                if (fact.get("meta") or {}).get("dispatch_id") != dispatch_id:
+                    continue
+                facts.append(fact)
+                if fact["kind"] == "dispatch.end":
+                    return facts
+        return facts

@@ -704,6 +704,18 @@ def cmd_usage(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def _service_cell(sk: dict[str, Any]) -> str:
+    st = sk.get("service_status")
+    if not sk["service"]:
+        return "-"
+    if not st:
+        return f"{sk['service']} (not started)"
+    extra = f", {st['restarts']} restarts" if st["restarts"] else ""
+    hooks = f", hooks: {' '.join(st['hooks'])}" if st["hooks"] else ""
+    cmds = f", commands: {' '.join(st['commands'])}" if st["commands"] else ""
+    return f"{st['state']}{extra}{hooks}{cmds}"
+
+
 def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
     scope: dict[str, Any] = {}
     if getattr(args, "session", None):
@@ -762,7 +774,7 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
                 state,
                 "yes" if sk["spec_valid"] else "no",
                 "yes" if sk["usable"] else "no",
-                sk["service"] or "-",
+                _service_cell(sk),
                 _clip(problems, 70),
             ]
         )
