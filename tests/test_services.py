@@ -324,3 +324,51 @@ def test_kill9_of_the_daemon_leaves_no_service_behind(aos: Any, home: Path) -> N
     os.close(fd)
     assert ready, "the service outlived the daemon"
     assert aos("start").returncode == 0  # and the next daemon starts it again
+
+
+async def test_a_service_hook_fires_only_where_its_skill_is_enabled(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    write(kernel.paths.home, "my-guard", GUARD_MD, GUARD_PY)
+    await call(rpc, "skill.reload")
+    await asyncio.wait_for(kernel.kernel.services.runners["my-guard"].wait_state(State.RUNNING), 20)
+    guarded = await agent_session(rpc, model)
+    free = str((await call(rpc, "session.create", {"agent": "alice"}))["id"])
+    await call(rpc, "skill.disable", {"skill": "my-guard", "session": free})
+    model.add({"bash": "echo 'DROP TABLE x' > /dev/null; echo ran"}, {"text": "ok"})
+    assert (
+        next(f["body"]["outcome"] for f in await dispatch(rpc, kernel, guarded) if f["kind"] == "tool.result")
+        == "rejected"
+    )
+    model.add({"bash": "echo 'DROP TABLE x' > /dev/null; echo ran"}, {"text": "ok"})
+    assert (
+        next(f["body"]["output"] for f in await dispatch(rpc, kernel, free) if f["kind"] == "tool.result")
+        == "ran\n"
+    )
+
+
+async def test_a_service_that_drops_its_connection_is_restarted(rpc: RpcConnection, kernel: Any) -> None:
+    kernel.kernel.services.policy = Policy(backoff_first_s=0.05)
+    py = GUARD_PY.replace(
+        "    return {'hooks': {'tool.before': guard}}",
+        "    async def hang_up(args, caller):\n"
+        "        await service.kernel.aclose()\n"
+        "        return 'bye'\n"
+        "    return {'hooks': {'tool.before': guard}, 'commands': {'hang-up': hang_up}}",
+    )
+    write(kernel.paths.home, "my-guard", GUARD_MD, py)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["my-guard"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    first = runner.proc.pid
+    assert runner.conn is not None
+    # The service closes its own connection but keeps its process alive (as a hung one would).
+    from contextlib import suppress
+
+    from aos_sdk.errors import AosError
+
+    with suppress(AosError):
+        await runner.conn.call("command.call", {"command": "hang-up", "args": {}, "caller": {}}, timeout=5)
+    await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    assert runner.proc.pid != first and gone(first)

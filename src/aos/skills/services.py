@@ -109,6 +109,12 @@ class ServiceRunner:
             self.manager.kernel.close_context(ctx)
             if self.conn is conn:
                 self.conn = None
+                proc = self.proc
+                if not self._stopping and proc is not None and proc.returncode is None:
+                    # Registered, but its connection died (keepalive pings unanswered, or it
+                    # closed the socket): the process is of no use; end it so it is restarted.
+                    log.warning("service.connection_lost", skill=self.name)
+                    self._kill(proc)
 
     def _register(self, conn: RpcConnection, params: dict[str, Any]) -> dict[str, Any]:
         hooks = params.get("hooks") or []
