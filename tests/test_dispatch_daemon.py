@@ -202,3 +202,36 @@ def test_chat_ctrl_c_interrupts_the_reply(
         proc.stdout.close()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_guard_example_dropped_into_a_running_daemon(
+    aos: Any, home: Path, model: ScriptedModel, tmp_path: Path
+) -> None:
+    from .test_services import GUARD_MD, GUARD_PY
+
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    staged = tmp_path / "my-guard"
+    staged.mkdir()
+    (staged / "SKILL.md").write_text(GUARD_MD)
+    (staged / "service.py").write_text(GUARD_PY)
+    import shutil
+
+    shutil.copytree(staged, home / "skills" / "my-guard")  # dropped in while the daemon runs
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        while True:  # each look is a round trip to the daemon, which reloads on its own
+            status = (
+                c.call("skill.get", {"skill": "my-guard"}).get("service_status")
+                if any(s["name"] == "my-guard" for s in c.call("skill.list", {})["skills"])
+                else None
+            )
+            if status and status["state"] == "running":
+                break
+    marker = tmp_path / "ran"
+    # The pattern is only echoed: harmless even if the guard failed.
+    model.add({"bash": f"echo 'rm -rf /' > /dev/null; touch {marker}"}, {"text": "refused, as expected"})
+    aos("send", sid, "clean up")
+    facts = follow_until(home, sid, 0, "dispatch.end")
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["outcome"] == "rejected" and result["output"] == "refused by my-guard: blocked: rm -rf /"
+    assert not marker.exists(), "the refused command never ran"

@@ -248,6 +248,8 @@ class Dispatcher:
     async def ask(self, unit: ReActUnit, call: ToolCall, command: str, cwd: str, verdict: Ask) -> str | None:
         """Record a durable approval request and wait for a human; returns the command to run,
         or None when denied (a ``tool.result`` saying so is already written)."""
+        # Waiting before the approval is visible: whoever sees it pending sees the session wait.
+        await self._mark_waiting(unit)
         row = await self.store.create_approval(
             {
                 "id": new_id("ap"),
@@ -277,8 +279,7 @@ class Dispatcher:
 
     async def wait_approval(self, unit: ReActUnit, row: dict[str, Any]) -> str | None:
         spec = unit.spec
-        await self.store.update_dispatch(spec.dispatch_id, status="waiting_approval")
-        await self.store.set_phase(spec.session_id, spec.epoch, "waiting_approval")
+        await self._mark_waiting(unit)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[row["id"]] = fut
         self._waiting.add(spec.dispatch_id)
@@ -329,6 +330,10 @@ class Dispatcher:
             ),
         )
         return None
+
+    async def _mark_waiting(self, unit: ReActUnit) -> None:
+        await self.store.update_dispatch(unit.spec.dispatch_id, status="waiting_approval")
+        await self.store.set_phase(unit.spec.session_id, unit.spec.epoch, "waiting_approval")
 
     async def resolve(self, approval_id: str, decision: str, by: str, note: str | None) -> dict[str, Any]:
         status = {"approve": "approved", "deny": "denied"}[decision]

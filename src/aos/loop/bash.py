@@ -19,6 +19,8 @@ import ctypes
 import os
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +104,19 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+def _child_setup(marker: Path | None) -> Callable[[], None]:
+    """What the child does between fork and exec: die with the daemon, and record its process
+    group before the command can run (so a daemon killed at any moment leaves a record)."""
+    path = None if marker is None else os.fsencode(marker)
+
+    def setup() -> None:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+
+    return setup
 
 
 def kill_leftovers(folder: Path) -> list[int]:
@@ -129,6 +142,7 @@ async def run_bash(
     daemon restarted after a crash can kill what the dead one left running.
     """
     t0 = time.perf_counter()
+    marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
     proc = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
@@ -139,14 +153,10 @@ async def run_bash(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_child_setup(marker),
     )
     procs.track(proc.pid)
     pgid = proc.pid
-    marker = None
-    if track_dir is not None:
-        marker = track_dir / f"{pgid}.pgid"
-        marker.write_text(str(pgid))
     out = _Collector(cap)
     assert proc.stdout is not None
     stdout = proc.stdout
