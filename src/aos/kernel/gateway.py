@@ -10,13 +10,12 @@ holds a kernel credential and cannot call any syscall.
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, unix_serve
+from websockets.asyncio.server import Server, ServerConnection
 
 from aos_sdk.connection import RpcConnection
 from aos_sdk.errors import InvalidParams, NotFound, PermissionDenied, Unavailable
@@ -24,6 +23,7 @@ from aos_sdk.protocol import Request
 
 from ..logs import get_logger
 from ..skills.supervisor import State
+from .sockets import serve_private
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -60,15 +60,7 @@ class Gateway:
         self.grants.pop(token, None)
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            self.server = await unix_serve(
-                self._handle, str(self.path), compression=None, max_size=16 * 1024 * 1024
-            )
-        finally:
-            os.umask(old)
+        self.server = await serve_private(self._handle, self.path, max_size=16 * 1024 * 1024)
 
     async def close(self) -> None:
         if self.server is not None:

@@ -18,13 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from websockets.asyncio.server import Server, ServerConnection, unix_serve
+from websockets.asyncio.server import Server, ServerConnection
 
 from aos_sdk.connection import RpcConnection
 from aos_sdk.protocol import Request
 
 from ..logs import get_logger
 from .kernel import CallContext, Caller, Kernel
+from .sockets import serve_private
 
 __all__ = ["KernelServer", "serve_kernel_socket"]
 
@@ -90,24 +91,16 @@ class KernelServer:
             await self._changed.wait_for(lambda: len(self.conns) == count)
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The pid-file lock guarantees no other daemon owns this path: a leftover is stale.
-        self.path.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            self.server = await unix_serve(
-                self._handle,
-                str(self.path),
-                compression=None,
-                max_size=self.max_frame_bytes * 2,
-                max_queue=64,
-                ping_interval=20,
-                ping_timeout=20,
-                close_timeout=2,
-            )
-        finally:
-            os.umask(old)
-        self.path.chmod(0o600)
+        self.server = await serve_private(
+            self._handle,
+            self.path,
+            max_size=self.max_frame_bytes * 2,
+            max_queue=64,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        )
 
     @property
     def in_flight(self) -> int:

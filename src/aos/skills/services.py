@@ -23,7 +23,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, unix_serve
+from websockets.asyncio.server import Server, ServerConnection
 
 from aos_sdk.connection import RpcConnection
 from aos_sdk.errors import InvalidParams
@@ -31,6 +31,7 @@ from aos_sdk.protocol import Request
 
 from ..kernel import procs
 from ..kernel.hooks import HOOKS, HookError, HookHandler
+from ..kernel.sockets import serve_private
 from ..logs import get_logger
 from .manifest import SkillManifest
 from .supervisor import Policy, ServiceState, State
@@ -81,15 +82,9 @@ class ServiceRunner:
     # -- the socket ----------------------------------------------------------------------------
 
     async def open_socket(self) -> None:
-        self.sock.parent.mkdir(parents=True, exist_ok=True)
-        self.sock.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            self.server = await unix_serve(
-                self._handle, str(self.sock), compression=None, max_size=64 * 1024 * 1024, ping_interval=20
-            )
-        finally:
-            os.umask(old)
+        self.server = await serve_private(
+            self._handle, self.sock, max_size=64 * 1024 * 1024, ping_interval=20
+        )
 
     async def _handle(self, ws: ServerConnection) -> None:
         from ..kernel.kernel import CallContext, Caller
