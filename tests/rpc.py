@@ -14,3 +14,21 @@ async def call(
 ) -> Any:
     COVERED.add(method)
     return await rpc.call(method, params or {}, timeout=timeout)
+
+
+async def scripted_session(rpc: RpcConnection, model_url: str, agent: str = "alice", **fields: Any) -> str:
+    """An agent whose model is the scripted server at ``model_url`` (created if new), and a
+    fresh session of it; returns the session id."""
+    existing = {a["name"] for a in (await call(rpc, "agent.list"))["agents"]}
+    if agent not in existing:
+        await call(
+            rpc,
+            "agent.create",
+            {
+                "name": agent,
+                "model": "openai/scripted",
+                "settings": {"model_params": {"api_base": model_url, "api_key": "test-key"}},
+                **fields,
+            },
+        )
+    return str((await call(rpc, "session.create", {"agent": agent}))["id"])

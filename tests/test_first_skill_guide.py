@@ -16,7 +16,7 @@ from aos.skills.supervisor import State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call
+from .rpc import call, scripted_session
 
 GUIDE = CHECKOUT / "docs" / "first-skill.md"
 
@@ -57,16 +57,7 @@ async def test_the_guide_skill_works(
     await asyncio.wait_for(services.wait_until(lambda: "notes" in services.runners), 10)
     await asyncio.wait_for(services.runners["notes"].wait_state(State.RUNNING), 20)
 
-    await call(
-        rpc,
-        "agent.create",
-        {
-            "name": "alice",
-            "model": "openai/scripted",
-            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}},
-        },
-    )
-    sid = (await call(rpc, "session.create", {"agent": "alice"}))["id"]
+    sid = await scripted_session(rpc, model.url)
     model.add({"bash": ["notes add the build needs --release", "notes list", "notes add"]}, {"text": "noted"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "remember the build flag"})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)

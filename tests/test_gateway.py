@@ -16,7 +16,7 @@ from aos.skills.supervisor import State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call
+from .rpc import call, scripted_session
 
 NOTES_MD = """---
 name: notes
@@ -67,16 +67,7 @@ async def setup(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> str:
     (folder / "bin" / "notes").chmod(0o755)
     await call(rpc, "skill.reload")
     await asyncio.wait_for(kernel.kernel.services.runners["notes"].wait_state(State.RUNNING), 20)
-    await call(
-        rpc,
-        "agent.create",
-        {
-            "name": "alice",
-            "model": "openai/scripted",
-            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}},
-        },
-    )
-    return str((await call(rpc, "session.create", {"agent": "alice"}))["id"])
+    return await scripted_session(rpc, model.url)
 
 
 async def run(rpc: RpcConnection, kernel: Any, sid: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import gone
-from .rpc import call
+from .rpc import call, scripted_session
 
 # The example of the original design, exactly as written.
 GUARD_MD = """---
@@ -57,16 +57,7 @@ def model() -> Iterator[ScriptedModel]:
 
 
 async def agent_session(rpc: RpcConnection, model: ScriptedModel, name: str = "alice") -> str:
-    await call(
-        rpc,
-        "agent.create",
-        {
-            "name": name,
-            "model": "openai/scripted",
-            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}},
-        },
-    )
-    return str((await call(rpc, "session.create", {"agent": name}))["id"])
+    return await scripted_session(rpc, model.url, name)
 
 
 async def dispatch(rpc: RpcConnection, kernel: Any, sid: str) -> list[dict[str, Any]]:
