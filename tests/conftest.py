@@ -68,6 +68,8 @@ def db_url(pg: EmbeddedPostgres) -> str:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Not tmp_path: its long name would push socket paths past the Unix limit.
     d = Path(tempfile.mkdtemp(prefix="aos-home-"))
+    # The built-in guard would hold some test commands for approval; its own tests turn it on.
+    (d / "aoscb.json").write_text('{"skills": {"disabled": ["aos-guard"]}}')
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -101,11 +103,11 @@ async def kernel(
     limits: dict[str, Any] = dict(getattr(request, "param", {}) or {})
     # Hot reload is off unless a test asks for it: explicit skill.reload calls stay deterministic.
     watch = bool(limits.pop("watch", False))
-    data = {
-        **config.data,
-        "limits": {**config.data["limits"], **limits},
-        "skills": {**config.data["skills"], "watch": watch},
-    }
+    guard = bool(limits.pop("guard", False))
+    skills = {**config.data["skills"], "watch": watch}
+    if guard:
+        skills["disabled"] = [x for x in skills.get("disabled", []) if x != "aos-guard"]
+    data = {**config.data, "limits": {**config.data["limits"], **limits}, "skills": skills}
     cfg = Config(data, config.sources)
     async with Store.open(db_url) as store:
         db = DatabaseSettings(kind="external", url=db_url, unsafe_durability=False)

@@ -1,0 +1,128 @@
+"""aos-guard, the built-in safety skill, through real dispatches."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos.skills.supervisor import Policy, State
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+from .rpc import call, scripted_session
+
+GUARDED = [{"guard": True}]
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+async def ready(kernel: Any) -> Any:
+    runner = kernel.kernel.services.runners["aos-guard"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    return runner
+
+
+async def results(
+    rpc: RpcConnection, kernel: Any, sid: str, *, approve: list[str] | None = None
+) -> list[dict[str, Any]]:
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    decisions = list(approve or [])
+    while decisions:
+        got = (await call(rpc, "approval.list", {"session": sid}))["approvals"]
+        if not got:
+            await asyncio.sleep(0.02)  # polling the syscall a person would poll
+            continue
+        await call(rpc, "approval.resolve", {"approval": got[0]["id"], "decision": decisions.pop(0)})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+    return [f["body"] for f in facts if f["kind"] == "tool.result"]
+
+
+@pytest.mark.parametrize("kernel", GUARDED, indirect=True)
+async def test_destructive_commands_are_refused(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
+) -> None:
+    await ready(kernel)
+    sid = await scripted_session(rpc, model.url)
+    marker = tmp_path / "ran"
+    # Each would be refused before running; each also only touches a marker if it ever did run.
+    model.add(
+        {
+            "bash": [
+                f"touch {marker}; rm -rf / --no-preserve-root",
+                f"touch {marker}; :(){{ :|:& }};:",
+                f"touch {marker}; dd if=/dev/zero of=/dev/sda bs=1M count=0",
+                "echo safe; rm -rf ./build",
+            ]
+        },
+        {"text": "ok"},
+    )
+    out = await results(rpc, kernel, sid)
+    assert [r["outcome"] for r in out] == ["rejected", "rejected", "rejected", "ok"]
+    assert out[0]["output"] == "refused by aos-guard: aos-guard: recursive delete of / or the home directory"
+    assert "fork bomb" in out[1]["output"] and "raw write to a disk device" in out[2]["output"]
+    assert not marker.exists() and out[3]["output"] == "safe\n"
+
+
+@pytest.mark.parametrize("kernel", GUARDED, indirect=True)
+async def test_risky_commands_go_to_a_person(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
+) -> None:
+    await ready(kernel)
+    sid = await scripted_session(rpc, model.url)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    model.add({"bash": [f"rm -rf {a}", f"rm -rf {b}"]}, {"text": "ok"})
+    out = await results(rpc, kernel, sid, approve=["approve", "deny"])
+    assert [r["outcome"] for r in out] == ["ok", "denied"]
+    assert not a.exists() and b.exists()
+    asked = (await call(rpc, "approval.list", {"session": sid, "status": None}))["approvals"]
+    assert [x["reason"] for x in asked] == ["aos-guard: recursive delete outside the workspace"] * 2
+
+
+@pytest.mark.parametrize("kernel", GUARDED, indirect=True)
+async def test_rules_per_agent(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> None:
+    await ready(kernel)
+    sid = await scripted_session(
+        rpc,
+        model.url,
+        settings={
+            "model_params": {"api_base": model.url, "api_key": "k"},
+            "guard": {"deny": [r"\bcurl\b"], "allow": [r"^sudo -n true;"]},
+        },
+    )
+    model.add({"bash": ["curl --version", "sudo -n true; echo allowed"]}, {"text": "ok"})
+    out = await results(rpc, kernel, sid)
+    assert out[0]["outcome"] == "rejected" and "denied by the agent's rules" in out[0]["output"]
+    assert out[1]["outcome"] == "ok"  # allowed by the agent's rule, though sudo normally asks
+
+
+@pytest.mark.parametrize("kernel", GUARDED, indirect=True)
+async def test_guard_down_means_refused(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> None:
+    kernel.kernel.services.policy = Policy(backoff_first_s=30.0)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["aos-guard"]
+    # The runner started before the policy change; restart it under the slow backoff.
+    await kernel.kernel.services.replace(runner.manifest)
+    runner = await ready(kernel)
+    os.kill(runner.proc.pid, signal.SIGKILL)
+    await asyncio.wait_for(runner.wait_state(State.BACKOFF), 10)
+    sid = await scripted_session(rpc, model.url)
+    model.add({"bash": "echo harmless"}, {"text": "ok"})
+    out = await results(rpc, kernel, sid)
+    assert (
+        out[0]["outcome"] == "rejected"
+        and "aos-guard" in out[0]["output"]
+        and "not running" in out[0]["output"]
+    )
