@@ -348,7 +348,7 @@ async def test_event_handler_failure_never_touches_the_dispatch(
 async def test_dispatch_without_session_assemble_fails_clearly(
     rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
 ) -> None:
-    kernel.kernel.hooks.unregister_skill("aos-context")
+    await call(rpc, "skill.disable", {"skill": "aos-context", "session": sid})
     facts = await run(rpc, kernel, sid)
     assert end(facts)["status"] == "failed"
     error = next(f for f in facts if f["kind"] == "error")["body"]["message"]

@@ -30,14 +30,14 @@ def model() -> Iterator[ScriptedModel]:
         yield m
 
 
-def setup_agent(home: Path, model: ScriptedModel) -> str:
+def setup_agent(home: Path, model: ScriptedModel, **settings: Any) -> str:
     with SyncClient(home / "run" / "kernel.sock") as c:
         c.call(
             "agent.create",
             {
                 "name": "alice",
                 "model": "openai/scripted",
-                "settings": {"model_params": {"api_base": model.url, "api_key": "test-key"}},
+                "settings": {"model_params": {"api_base": model.url, "api_key": "test-key"}, **settings},
             },
         )
         return str(c.call("session.create", {"agent": "alice"})["id"])
@@ -99,19 +99,16 @@ def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, 
 def test_approval_survives_a_daemon_restart(
     aos: Any, home: Path, model: ScriptedModel, tmp_path: Path
 ) -> None:
-    provider = Path(__file__).parent / "providers" / "ask_needs_ok.py"
-    (home / "aoscb.json").write_text(
-        json.dumps({"providers": ["skills/aos-context/inproc.py", str(provider)]})
-    )
+    (home / "aoscb.json").write_text("{}")  # aos-guard on, as it is out of the box
     count = tmp_path / "count"
     model.add({"bash": f"echo approved >> {count} # NEEDS-OK"}, {"text": "done after approval"})
     assert aos("start").returncode == 0
-    sid = setup_agent(home, model)
+    sid = setup_agent(home, model, guard={"ask": ["NEEDS-OK"]})
     aos("send", sid, "do the risky thing")
     facts = follow_until(home, sid, 0, "approval.requested")
     approval = facts[-1]["body"]["approval_id"]
     r = aos("approvals")
-    assert approval in r.stdout and "test-asker: marked NEEDS-OK" in r.stdout
+    assert approval in r.stdout and "aos-guard: the agent's rules ask for approval" in r.stdout
 
     assert aos("stop").returncode == 0
     assert aos("start").returncode == 0

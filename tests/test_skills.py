@@ -137,7 +137,9 @@ async def test_catalog_and_loaded_skill_text_reach_the_model(
     system, first = model.requests[0]["messages"][0], model.requests[0]["messages"][1]
     assert "- weather: Tells the weather." in system["content"] and "weather/SKILL.md" in system["content"]
     assert "aos-context" in system["content"] and "secret-tool" not in system["content"]
-    assert first["role"] == "user" and "Run `weather today`" in first["content"]
+    # A loaded skill's text is part of the system prompt from then on.
+    assert "Skill weather (loaded):\nRun `weather today`" in system["content"]
+    assert first == {"role": "user", "content": "what's the weather?"}
 
 
 async def test_reload_reports_changes(rpc: RpcConnection, kernel: Any) -> None:

@@ -23,7 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "model": "openrouter/openai/gpt-4o-mini",
     "model_params": {},
     "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": [], "watch": True},
-    "providers": ["skills/aos-context/inproc.py"],
+    "context": {"fold_bytes": 16384, "compact_at": 0.8, "keep_share": 0.3, "window": None},
+    "a2a": {"max_hops": 4, "wake_timeout_s": 600},
     "limits": {
         "max_steps": 50,
         "bash_timeout_s": 120,

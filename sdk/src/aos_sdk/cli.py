@@ -21,7 +21,7 @@ from typing import Any
 from .errors import AosError, Unavailable
 from .syncclient import SyncClient
 
-__all__ = ["invoke", "main"]
+__all__ = ["invoke", "main", "run"]
 
 
 def invoke(skill: str, command: str, args: dict[str, Any] | None = None) -> Any:
@@ -46,17 +46,26 @@ def main(skill: str, argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(f"usage: {skill} <command> [arguments...] [--json]", file=sys.stderr)
         raise SystemExit(2)
+    run(skill, args[0], {"argv": args[1:]}, as_json=as_json)
+
+
+def run(
+    skill: str, command: str, args: dict[str, Any], *, as_json: bool = False, name: str | None = None
+) -> None:
+    """Invoke ``command`` and print its result (for CLIs that parse their own arguments, e.g.
+    with argparse); exits 1 with the reason on stderr if refused, 3 outside a dispatch."""
+    name = name or skill
     try:
-        result = invoke(skill, args[0], {"argv": args[1:]})
+        result = invoke(skill, command, args)
     except Unavailable as exc:
-        print(f"{skill}: {exc.message}", file=sys.stderr)
+        print(f"{name}: {exc.message}", file=sys.stderr)
         raise SystemExit(3) from None
     except AosError as exc:
-        print(f"{skill}: {exc.message}", file=sys.stderr)
+        print(f"{name}: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     elif isinstance(result, str):
-        print(result)
+        print(result, end="" if result.endswith("\n") else "\n")
     elif result is not None:
         print(json.dumps(result, indent=2, ensure_ascii=False))

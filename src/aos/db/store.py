@@ -120,7 +120,11 @@ _SESSION_COLS = (
     "id, agent_id, title, status, phase, settings, parent_id, forked_at_seq, lease_owner, lease_epoch, "
     "lease_until, last_seq, revision, created_at, updated_at"
 )
-_DISPATCH_COLS = "id, session_id, agent_id, epoch, owner, status, model, steps, error, started_at, ended_at"
+_DISPATCH_COLS = (
+    "id, session_id, agent_id, epoch, owner, status, model, steps, error, input_seq, started_at, ended_at"
+)
+#: The epoch of an inbound fact (see migration 0003): stamped with the current one, lease or not.
+INBOUND = -1
 _APPROVAL_COLS = (
     "id, session_id, dispatch_id, agent_id, call_id, command, cwd, reason, skill, status, resolved_by, note,"
     " created_at, resolved_at"
@@ -493,7 +497,8 @@ class Store:
         Appends waiting at the same moment are committed together (group commit); each caller
         still gets its own answer. A retried ``idempotency_key`` returns the stored fact with
         ``duplicate=True``. ``epoch=None`` writes without a lease (administrators): refused
-        while a lease is live.
+        while a lease is live. ``epoch=INBOUND`` writes an inbound fact (a message from outside
+        the running dispatch): accepted whether or not a lease is held.
 
         Raises:
             NotFound, Archived, StaleEpoch, SessionBusy.
@@ -772,10 +777,17 @@ class Store:
         ended: bool = False,
         epoch: int | None = None,
         owner: str | None = None,
+        input_seq: int | None = None,
     ) -> None:
         sets: list[str] = []
         params: list[Any] = []
-        for col, val in (("status", status), ("steps", steps), ("epoch", epoch), ("owner", owner)):
+        for col, val in (
+            ("status", status),
+            ("steps", steps),
+            ("epoch", epoch),
+            ("owner", owner),
+            ("input_seq", input_seq),
+        ):
             if val is not None:
                 sets.append(f"{col} = %s")
                 params.append(val)

@@ -65,6 +65,8 @@ class Dispatcher:
         #: Identifies this kernel process in lease owners: ``host:pid:nonce``.
         self.kernel_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.units: dict[str, ReActUnit] = {}
+        #: Session -> the last seq given to ``session.assemble`` (the next dispatch sends what follows).
+        self.assembled: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._lost: set[str] = set()
@@ -101,7 +103,7 @@ class Dispatcher:
 
     # -- start ---------------------------------------------------------------------------------
 
-    async def start(self, session_id: str, text: str) -> dict[str, Any]:
+    async def start(self, session_id: str, text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq}`` at once."""
         session = await self.store.get_session(session_id)
         agent = await self.store.get_agent(session["agent_id"])
@@ -129,7 +131,9 @@ class Dispatcher:
                 model=model,
             )
             unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params), self)
-            seq = await unit.append("message", "user", {"text": text})
+            seq = await unit.append("message", "user", {"text": text}, meta)
+            unit.spec.input_seq = seq
+            await self.store.update_dispatch(dispatch_id, input_seq=seq)
         except BaseException:
             await self.store.release_lease(session_id, owner, epoch)
             with contextlib.suppress(Exception):
@@ -209,7 +213,14 @@ class Dispatcher:
             await self.store.release_lease(spec.session_id, owner, spec.epoch)
         self.hooks.event(
             "dispatch.after",
-            {**unit.ids, "status": status, "steps": spec.steps, "usage": unit.usage.as_dict()},
+            {
+                **unit.ids,
+                "status": status,
+                "steps": spec.steps,
+                "usage": unit.usage.as_dict(),
+                "input_seq": spec.input_seq,
+                "reply": unit.reply,
+            },
         )
         log.info("dispatch.ended", dispatch=spec.dispatch_id, status=status, steps=spec.steps)
 
@@ -386,6 +397,7 @@ class Dispatcher:
         pending = await self.store.pending_approval_for(dispatch["id"])
         model, params = self._model(agent, session)
         spec = self._spec(dispatch["id"], session, agent, epoch, model, params)
+        spec.input_seq = dispatch.get("input_seq")
         unit = ReActUnit(spec, self)
         await self.store.update_dispatch(dispatch["id"], epoch=epoch, owner=new_owner)
         if pending is not None:

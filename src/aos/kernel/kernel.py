@@ -34,7 +34,6 @@ from . import models as m
 from .dispatch import Dispatcher
 from .gateway import Gateway
 from .hooks import Ask, HookBus, Reject
-from .providers import load_providers
 from .syscalls import SYSCALLS, CallerKind, check_caller
 
 __all__ = ["CallContext", "Caller", "DatabaseSettings", "Kernel"]
@@ -106,7 +105,6 @@ class Kernel:
         self.connections = 0
         self.pid = os.getpid()
         self.hooks = HookBus()
-        self.provider_problems: list[dict[str, str]] = []
         self.dispatcher = Dispatcher(self, self.hooks)
         self.skills = SkillIndex(skill_roots(config, paths))
         self.services = ServiceManager(self)
@@ -128,7 +126,6 @@ class Kernel:
         """
         kernel = cls(store, config, paths, db)
         kernel.skills.scan()
-        kernel.provider_problems = load_providers(kernel.hooks, list(config.data.get("providers") or []))
         writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")

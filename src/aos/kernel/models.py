@@ -178,6 +178,11 @@ class SessionAppend(Params):
         max_length=200,
         description="retry with the same key after an unknown outcome; the fact is stored once",
     )
+    inbound: bool = Field(
+        default=False,
+        description="a fact from outside the running dispatch (a message, a summary): accepted while "
+        "the session is leased; the dispatch sees it at its next step",
+    )
 
 
 class AppendResult(Result):
@@ -330,6 +335,9 @@ class LogListResult(Result):
 class SessionDispatch(Params):
     session: str = Field(min_length=1)
     message: str = Field(min_length=1, description="the user's message")
+    meta: dict[str, Any] | None = Field(
+        default=None, description="stored in the message fact's meta (who sent it and why)"
+    )
 
 
 class DispatchStarted(Result):
@@ -364,6 +372,7 @@ class Dispatch(Result):
     model: str | None
     steps: int
     error: Any
+    input_seq: int | None = Field(description="seq of the message that started it")
     started_at: datetime
     ended_at: datetime | None
 

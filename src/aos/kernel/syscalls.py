@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from aos_sdk.errors import Archived, InvalidParams, NotFound, PermissionDenied, Unavailable
 
+from ..db.store import INBOUND
 from ..skills.index import enabled
 from ..skills.manifest import SkillManifest
 from . import models as m
@@ -132,7 +133,7 @@ async def session_list(k: Kernel, ctx: CallContext, p: m.SessionList) -> m.Sessi
 async def session_append(k: Kernel, ctx: CallContext, p: m.SessionAppend) -> m.AppendResult:
     return await k.append(
         p.session,
-        epoch=None,
+        epoch=INBOUND if p.inbound else None,
         kind=p.kind,
         role=p.role,
         body=p.body,
@@ -247,7 +248,7 @@ async def content_search(k: Kernel, ctx: CallContext, p: m.ContentSearch) -> m.C
 
 
 async def session_dispatch(k: Kernel, ctx: CallContext, p: m.SessionDispatch) -> m.DispatchStarted:
-    return m.DispatchStarted.model_validate(await k.dispatcher.start(p.session, p.message))
+    return m.DispatchStarted.model_validate(await k.dispatcher.start(p.session, p.message, p.meta))
 
 
 async def session_interrupt(k: Kernel, ctx: CallContext, p: m.SessionInterrupt) -> m.InterruptResult:
@@ -435,7 +436,7 @@ async def skill_load(k: Kernel, ctx: CallContext, p: m.SkillLoad) -> m.SkillLoad
         )
     res = await k.append(
         session["id"],
-        epoch=None,
+        epoch=INBOUND,  # an agent loads skills from inside its own dispatch
         kind="skill.load",
         role=None,
         body={"name": sk.name, "path": str(sk.path), "text": sk.body},

@@ -12,6 +12,7 @@ any other error, is raised as :class:`ModelError` with a short, human-readable m
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BASH_TOOL", "ModelError", "ModelReply", "ToolCall", "complete", "warm_up"]
+__all__ = ["BASH_TOOL", "ModelError", "ModelReply", "ToolCall", "complete", "context_window", "warm_up"]
 
 BASH_TOOL: dict[str, Any] = {
     "type": "function",
@@ -54,6 +55,26 @@ def _lib() -> Any:
                 litellm.drop_params = True
                 _litellm = litellm
     return _litellm
+
+
+@functools.lru_cache(maxsize=256)
+def context_window(model: str) -> int | None:
+    """The model's input window in tokens, from litellm's model info; None when unknown.
+
+    Imports litellm: call it off the event loop (``asyncio.to_thread``).
+    """
+    lib = _lib()
+    parts = model.split("/")
+    # Routers (openrouter/openai/gpt-4o-mini) are often known only by the model's own name.
+    for i in range(len(parts)):
+        try:
+            info = lib.get_model_info("/".join(parts[i:]))
+        except Exception:
+            continue
+        window = info.get("max_input_tokens") or info.get("max_tokens")
+        if isinstance(window, int) and window > 0:
+            return window
+    return None
 
 
 def warm_up() -> float:

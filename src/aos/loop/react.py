@@ -26,7 +26,7 @@ from aos_sdk.errors import AosError
 from ..kernel.hooks import Ask, HookError, Reject
 from ..logs import get_logger
 from .bash import base_env, run_bash
-from .model import BASH_TOOL, ModelError, ToolCall, complete
+from .model import BASH_TOOL, ModelError, ToolCall, complete, context_window
 
 if TYPE_CHECKING:
     from ..kernel.dispatch import Dispatcher
@@ -65,6 +65,7 @@ class UnitSpec:
     model_backoff_s: float
     skills: list[dict[str, str]] = field(default_factory=list)
     token: str = ""
+    input_seq: int | None = None
     steps: int = 0
     key_counter: int = 0
 
@@ -101,8 +102,12 @@ class ReActUnit:
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
     usage: _Usage = field(default_factory=_Usage)
     _context: list[dict[str, Any]] | None = None
+    _window: int | None = None
+    _last_prompt_tokens: int | None = None
     _assembled_seq: int = 0
     _format_errors: int = 0
+    #: The model's final answer (the text of its last message without tool calls).
+    reply: str | None = None
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -116,7 +121,7 @@ class ReActUnit:
 
     async def append(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> int:
         self.spec.key_counter += 1
-        meta = {"dispatch_id": self.spec.dispatch_id, **(meta or {})}
+        meta = {**(meta or {}), "dispatch_id": self.spec.dispatch_id}
         res = await self.dispatcher.kernel.append(
             self.spec.session_id,
             epoch=self.spec.epoch,
@@ -163,6 +168,9 @@ class ReActUnit:
         """Run to the end; returns the final status. Never raises except on cancellation."""
         status, reason, details = "done", "", {}
         try:
+            # Right after a start or a reload, wait for this session's services to register.
+            names = {s["name"] for s in self.spec.skills}
+            await self.dispatcher.kernel.services.settle(names, timeout=12)
             if resume:
                 await self.resume_pending_calls()
             while True:
@@ -240,6 +248,7 @@ class ReActUnit:
             ) from exc
         usage = reply.usage()
         self.usage.add(usage)
+        self._last_prompt_tokens = usage["prompt_tokens"]
         self.spec.steps += 1
         await self.append(
             "message",
@@ -254,6 +263,7 @@ class ReActUnit:
         )
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
         if not reply.tool_calls:
+            self.reply = reply.text
             return True
         for call in reply.tool_calls:
             if self.interrupted.is_set():
@@ -265,11 +275,22 @@ class ReActUnit:
         return False
 
     async def assemble(self) -> list[dict[str, Any]]:
-        store = self.dispatcher.store
-        facts = await store.list_history(self.spec.session_id, after_seq=self._assembled_seq, limit=100_000)
-        facts_json = [_fact_json(f) for f in facts]
-        if facts:
-            self._assembled_seq = facts[-1]["seq"]
+        """Run ``session.assemble`` on the facts appended since the last call, and apply its delta.
+
+        The handler gets the new facts only (``since``: the seq they follow; across dispatches the
+        dispatcher remembers it per session) and ``output_data`` ``{"base": n, "messages": []}``,
+        ``n`` being the length of the context this unit holds. It returns ``{"base": k,
+        "messages": [...]}``: keep the first ``k`` messages, then these. Without ``base`` (or on
+        the first step of a dispatch, where the unit holds nothing) the messages are the whole
+        context. So a step sends and projects only what changed.
+        """
+        store, sid = self.dispatcher.store, self.spec.session_id
+        since = self._assembled_seq if self._context is not None else self.dispatcher.assembled.get(sid, 0)
+        facts = await store.list_history(sid, after_seq=since, limit=100_000)
+        head = facts[-1]["seq"] if facts else since
+        if self._window is None:
+            self._window = await asyncio.to_thread(context_window, self.spec.model) or 0
+        prev = self._context or []
         try:
             out = await self.dispatcher.hooks.transform(
                 "session.assemble",
@@ -277,24 +298,36 @@ class ReActUnit:
                     **self.ids,
                     "agent": _agent_view(self.spec.agent),
                     "skills": self.spec.skills,
-                    "facts": facts_json,
+                    "facts": [_fact_json(f) for f in facts],
+                    "since": since,
                     "first": self._context is None,
+                    "model": self.spec.model,
+                    "window": self._window or None,
+                    "last_prompt_tokens": self._last_prompt_tokens,
                 },
-                {"messages": self._context or []},
+                {"base": len(prev), "messages": []},
             )
         except HookError as exc:
             raise Stop("failed", str(exc)) from exc
         messages = out.get("messages") if isinstance(out, dict) else None
+        base = out.get("base", 0) if isinstance(out, dict) else 0
         if (
             not isinstance(messages, list)
-            or not messages
-            or not all(isinstance(m, dict) and "role" in m for m in messages)
+            or not isinstance(base, int)
+            or not 0 <= base <= len(prev)
+            or not all(isinstance(msg, dict) and "role" in msg for msg in messages)
+            or not (base or messages)
         ):
             raise Stop(
-                "failed", "session.assemble returned no valid messages (a list of {role, content} objects)"
+                "failed",
+                "session.assemble returned no valid context: {base, messages} with messages a list of "
+                "{role, content} objects and base at most the length of the previous context",
             )
-        self._context = messages
-        return messages
+        context = prev[:base] + messages if base else messages
+        self._assembled_seq = head
+        self.dispatcher.assembled[sid] = head
+        self._context = context
+        return context
 
     # -- tool calls ----------------------------------------------------------------------------
 
@@ -404,6 +437,9 @@ class ReActUnit:
             {"output": res.output},
         )
         output = str(visible.get("output", res.output)) if isinstance(visible, dict) else res.output
+        if isinstance(visible, dict) and isinstance(visible.get("content_id"), str):
+            content_id = visible["content_id"]  # a skill folded the output into content
+        folded = isinstance(visible, dict) and visible.get("folded") is True
         if res.timed_out:
             output += f"\n[killed after {self.spec.bash_timeout_s:g} s timeout]"
         body = self._result_body(
@@ -417,6 +453,8 @@ class ReActUnit:
         )
         if content_id:
             body["content_id"] = content_id
+        if folded:
+            body["folded"] = True
         await self.append("tool.result", "tool", body)
         self.dispatcher.hooks.event(
             "tool.after_event",
@@ -461,4 +499,5 @@ def _fact_json(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _agent_view(agent: dict[str, Any]) -> dict[str, Any]:
-    return {k: agent.get(k) for k in ("id", "name", "display_name", "model", "instructions", "workspace")}
+    keys = ("id", "name", "display_name", "model", "instructions", "workspace", "settings")
+    return {k: agent.get(k) for k in keys}

@@ -69,6 +69,7 @@ class ServiceRunner:
 
     def _moved(self) -> None:
         self._changed.set()
+        self.manager._changed.set()
 
     async def wait_state(self, *targets: State) -> State:
         """Return once the service is in one of ``targets`` (tests, tools)."""
@@ -328,6 +329,20 @@ class ServiceManager:
             if predicate():
                 return
             await self._changed.wait()
+
+    async def settle(self, skills: set[str], timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until none of ``skills``' services is still starting,
+        so a dispatch right after ``aos start`` or a reload finds their hooks registered."""
+
+        def settled() -> bool:
+            return all(
+                r.state.state not in (State.STARTING, State.STOPPED)
+                for name, r in self.runners.items()
+                if name in skills
+            )
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait_until(settled), timeout)
 
     def applies(self, skill: str) -> Any:
         def check(input_data: dict[str, Any]) -> bool:

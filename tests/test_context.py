@@ -1,0 +1,248 @@
+"""aos-context through real dispatches: valid ordered context, folding with ctx, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos.skills.supervisor import State
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+from .rpc import call, scripted_session
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+def check_wire(messages: list[dict[str, Any]]) -> None:
+    """What OpenAI- and Anthropic-style providers accept: one leading system message, user first,
+    and every tool call answered by its result right after it."""
+    assert messages[0]["role"] == "system"
+    assert all(m["role"] != "system" for m in messages[1:]), "a system message mid-conversation"
+    assert messages[1]["role"] == "user"
+    i = 1
+    while i < len(messages):
+        m = messages[i]
+        assert m["role"] != "tool", f"a tool result without its call at {i}"
+        i += 1
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            ids = [c["id"] for c in m["tool_calls"]]
+            got = []
+            while i < len(messages) and messages[i]["role"] == "tool":
+                got.append(messages[i]["tool_call_id"])
+                i += 1
+            assert got == ids, f"calls {ids} answered by {got}"
+
+
+async def dispatch(rpc: RpcConnection, kernel: Any, sid: str, text: str = "go") -> list[dict[str, Any]]:
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": text})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"] - 1}))["facts"]
+    return list(facts)
+
+
+async def test_context_is_valid_and_ordered_across_steps_and_dispatches(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await scripted_session(rpc, model.url, instructions="Be brief.")
+    model.add(
+        {"bash": ["echo one", "echo two"], "text": "two at once"}, {"bash": "echo three"}, {"text": "done"}
+    )
+    facts = await dispatch(rpc, kernel, sid, "count")
+    assert facts[-1]["body"]["status"] == "done"
+    for req in model.requests:
+        check_wire(req["messages"])
+    last = model.requests[-1]["messages"]
+    assert "Be brief." in last[0]["content"] and "aos-context" in last[0]["content"]
+    assert [m["role"] for m in last[1:]] == ["user", "assistant", "tool", "tool", "assistant", "tool"]
+    assert [m["content"] for m in last if m["role"] == "tool"] == ["one\n", "two\n", "three\n"]
+
+    # The next dispatch continues the same conversation; so does one after the service restarted
+    # (its cache is gone and is rebuilt from history, identical).
+    model.add({"text": "again"})
+    await dispatch(rpc, kernel, sid, "and again")
+    second = model.requests[-1]["messages"]
+    assert second[: len(last)] == last and second[-2:] == [
+        {"role": "assistant", "content": "done"},
+        {"role": "user", "content": "and again"},
+    ]
+    runner = kernel.kernel.services.runners["aos-context"]
+    os.kill(runner.proc.pid, signal.SIGKILL)
+    await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    model.add({"text": "third"})
+    await dispatch(rpc, kernel, sid, "third time")
+    third = model.requests[-1]["messages"]
+    assert third[:-2] == second and third[-1] == {"role": "user", "content": "third time"}
+
+
+async def test_a_note_arriving_while_a_command_runs_waits_for_its_result(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
+) -> None:
+    sid = await scripted_session(rpc, model.url)
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    model.add({"bash": f"cat {fifo}"}, {"text": "noted"})
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "wait for it"})
+    # Wait until the command is running (its start is journaled), then a note arrives.
+    while True:
+        facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+        if any(f["kind"] == "tool.started" for f in facts):
+            break
+        await asyncio.sleep(0.02)  # polling history as any client would
+    note = await call(
+        rpc,
+        "session.append",
+        {
+            "session": sid,
+            "kind": "reminder",
+            "body": {"notice": "[reminder] the build is at 3pm"},
+            "inbound": True,
+        },
+    )
+    assert note["seq"] > started["seq"]
+    await asyncio.to_thread(fifo.write_text, "released\n")
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    messages = model.requests[-1]["messages"]
+    check_wire(messages)
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "tool", "user"]
+    assert (
+        messages[3]["content"] == "released\n" and messages[4]["content"] == "[reminder] the build is at 3pm"
+    )
+
+
+async def test_large_output_is_folded_and_read_back_with_ctx(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await scripted_session(rpc, model.url)
+    full = "".join(f"{i}\n" for i in range(1, 8001))  # 38,893 bytes: over the 16 KiB default
+    cid = hashlib.sha256(full.encode()).hexdigest()
+    model.add(
+        {"bash": "seq 1 8000"},
+        {
+            "bash": [
+                f"ctx read {cid} --lines 10:12",
+                f"ctx grep '^7777$' {cid}",
+                f"ctx head {cid} -n 2",
+                "ctx list",
+            ]
+        },
+        {"bash": ["ctx read nope", f"ctx read {cid} --lines 5:1"]},
+        {"text": "read it"},
+    )
+    facts = await dispatch(rpc, kernel, sid)
+    results = [f["body"] for f in facts if f["kind"] == "tool.result"]
+    folded = results[0]
+    assert folded["folded"] is True and folded["content_id"] == cid and folded["size"] == len(full)
+    assert folded["output"].startswith(f"[output folded: 38,893 bytes, 8,000 lines, stored as {cid}]\n1\n2\n")
+    assert f"ctx read {cid}" in folded["output"] and "7999\n8000" in folded["output"]
+    seen = model.requests[1]["messages"][-1]["content"]
+    assert len(seen) < 1000 and "4000\n" not in seen  # the model never got the whole output
+    # The full text stays in content.
+    stored = await call(rpc, "content.read", {"content_id": cid, "limit": 100000})
+    assert stored["text"] == full
+    read, grep, head, listing = (r["output"] for r in results[1:5])
+    assert read == "10\n11\n12\n"
+    assert grep == f"{cid}:7777: 7777\n"
+    assert head == "1\n2\n[8000 lines in all]\n"
+    assert cid in listing and "38,893 B" in listing and "seq 1 8000" in listing
+    bad_id, bad_range = results[5], results[6]
+    assert bad_id["exit_code"] == 1 and "ctx: no stored output 'nope' for this agent" in bad_id["output"]
+    assert bad_range["exit_code"] == 1 and "need 1 <= a <= b" in bad_range["output"]
+    for req in model.requests:
+        check_wire(req["messages"])
+
+
+async def test_fold_threshold_is_configurable_per_agent(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await scripted_session(rpc, model.url, agent="terse")
+    await call(
+        rpc,
+        "agent.update",
+        {
+            "agent": "terse",
+            "settings": {
+                "model_params": {"api_base": model.url, "api_key": "test-key"},
+                "context": {"fold_bytes": 100},
+            },
+        },
+    )
+    model.add({"bash": ["seq 1 10", "seq 1 100"]}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    small, large = (f["body"] for f in facts if f["kind"] == "tool.result")
+    assert "folded" not in small and small["output"] == "".join(f"{i}\n" for i in range(1, 11))
+    assert large["folded"] is True and large["output"].startswith("[output folded: 292 bytes, 100 lines")
+
+
+async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcConnection, kernel: Any) -> None:
+    steps = [{"bash": f"printf 'step {i} '; head -c 1500 /dev/zero | tr '\\0' x; echo"} for i in range(12)]
+    steps.append({"text": "all twelve done"})
+    summaries: list[dict[str, Any]] = []
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        messages = request["messages"]
+        if messages[0]["content"].startswith("You compress"):
+            summaries.append(request)
+            return {"text": f"SUMMARY-{len(summaries)}: ran steps, all printed x's."}
+        return steps.pop(0)
+
+    with ScriptedModel(respond=respond) as model:
+        sid = await scripted_session(rpc, model.url, agent="longrunner")
+        await call(
+            rpc,
+            "agent.update",
+            {
+                "agent": "longrunner",
+                "settings": {
+                    "model_params": {"api_base": model.url, "api_key": "test-key"},
+                    "context": {"window": 3000, "compact_at": 0.8, "keep_share": 0.3},
+                },
+            },
+        )
+        facts = await dispatch(rpc, kernel, sid, "run the twelve steps")
+        assert facts[-1]["body"]["status"] == "done" and steps == []
+        assert facts[-2]["body"]["text"] == "all twelve done"
+        compactions = [f for f in facts if f["kind"] == "context.summary"]
+        assert compactions and summaries
+        assert "step 0 " in summaries[0]["messages"][1]["content"]  # the summariser saw the start
+        first = compactions[0]["body"]
+        assert first["text"].startswith("SUMMARY-1") and first["upto_seq"] < compactions[0]["seq"]
+        agent_requests = [
+            r for r in model.requests if not r["messages"][0]["content"].startswith("You compress")
+        ]
+        for req in agent_requests:
+            check_wire(req["messages"])
+            assert sum(len(json.dumps(m)) for m in req["messages"]) < 3000 * 4 * 1.2
+        last = agent_requests[-1]["messages"]
+        assert last[1]["content"].startswith("[summary of the earlier conversation")
+        assert "SUMMARY-" in last[1]["content"] and "run the twelve steps" not in json.dumps(last)
+        assert "step 11 " in last[-1]["content"]
+
+        # A later dispatch, from a restarted service, starts from the newest summary too.
+        runner = kernel.kernel.services.runners["aos-context"]
+        os.kill(runner.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
+        await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+        steps.append({"text": "still here"})
+        facts = await dispatch(rpc, kernel, sid, "anything left?")
+        assert facts[-1]["body"]["status"] == "done"
+        again = model.requests[-1]["messages"]
+        check_wire(again)
+        assert (
+            again[1]["content"].startswith("[summary of the earlier conversation")
+            and "SUMMARY-" in again[1]["content"]
+        )
+        assert again[-1] == {"role": "user", "content": "anything left?"}
