@@ -68,8 +68,9 @@ def db_url(pg: EmbeddedPostgres) -> str:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Not tmp_path: its long name would push socket paths past the Unix limit.
     d = Path(tempfile.mkdtemp(prefix="aos-home-"))
-    # The built-in guard would hold some test commands for approval; its own tests turn it on.
-    (d / "aoscb.json").write_text('{"skills": {"disabled": ["aos-guard"]}}')
+    # The built-in guard would hold some test commands for approval, and services nobody uses
+    # cost every test a process: their own tests turn them on (kernel param "enable").
+    (d / "aoscb.json").write_text('{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]}}')
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -103,10 +104,11 @@ async def kernel(
     limits: dict[str, Any] = dict(getattr(request, "param", {}) or {})
     # Hot reload is off unless a test asks for it: explicit skill.reload calls stay deterministic.
     watch = bool(limits.pop("watch", False))
-    guard = bool(limits.pop("guard", False))
+    enable = set(limits.pop("enable", []))
+    if limits.pop("guard", False):
+        enable.add("aos-guard")
     skills = {**config.data["skills"], "watch": watch}
-    if guard:
-        skills["disabled"] = [x for x in skills.get("disabled", []) if x != "aos-guard"]
+    skills["disabled"] = [x for x in skills.get("disabled", []) if x not in enable]
     data = {**config.data, "limits": {**config.data["limits"], **limits}, "skills": skills}
     cfg = Config(data, config.sources)
     async with Store.open(db_url) as store:

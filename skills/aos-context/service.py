@@ -471,7 +471,7 @@ def service() -> dict[str, Any]:
                 raise InvalidParams(f"--lines {lines}: need 1 <= a <= b")
         limit = 100000 if end is None else end - start + 1
         got = await _read(content_id, caller, start - 1, limit)
-        text = got["text"]
+        text = str(got["text"])
         if got["more"] and end is None:
             text = text.rstrip("\n") + (
                 f"\n[{got['total_lines']} lines in all; showing {start}-{start + got['lines'] - 1}]"
@@ -496,7 +496,7 @@ def service() -> dict[str, Any]:
         if not ids:
             return "no stored output in this session"
         assert service.kernel is not None
-        out = []
+        out: list[str] = []
         for cid in ids:
             try:
                 got = await service.kernel.call(

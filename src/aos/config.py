@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "model_params": {},
     "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": [], "watch": True},
     "context": {"fold_bytes": 16384, "compact_at": 0.8, "keep_share": 0.3, "window": None},
-    "a2a": {"max_hops": 4, "wake_timeout_s": 600},
+    "a2a": {"max_hops": 4, "wait_s": 110},
     "limits": {
         "max_steps": 50,
         "bash_timeout_s": 120,

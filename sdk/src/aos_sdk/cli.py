@@ -13,15 +13,17 @@ a dispatch (no gateway or token).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .errors import AosError, Unavailable
 from .syncclient import SyncClient
 
-__all__ = ["invoke", "main", "run"]
+__all__ = ["command_parser", "invoke", "main", "parse_and_run", "run"]
 
 
 def invoke(skill: str, command: str, args: dict[str, Any] | None = None) -> Any:
@@ -47,6 +49,34 @@ def main(skill: str, argv: list[str] | None = None) -> None:
         print(f"usage: {skill} <command> [arguments...] [--json]", file=sys.stderr)
         raise SystemExit(2)
     run(skill, args[0], {"argv": args[1:]}, as_json=as_json)
+
+
+def command_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Callable[..., Any]]:
+    """An argparse parser with subcommands, ``--json`` accepted before or after the command.
+
+    Returns ``(parser, add)``; ``add(name, help=...)`` adds a subcommand's parser.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    return parser, add
+
+
+def parse_and_run(skill: str, parser: argparse.ArgumentParser, name: str | None = None) -> None:
+    """Parse ``sys.argv`` with a :func:`command_parser` parser and invoke the command it names
+    with the other arguments (those left unset are not sent; ``--json`` is sent as ``as_json``,
+    so the service may answer with data rather than text)."""
+    args = vars(parser.parse_args())
+    command, as_json = args.pop("command"), bool(args.pop("json", False))
+    sent = {k: v for k, v in args.items() if v is not None}
+    if as_json:
+        sent["as_json"] = True
+    run(skill, command, sent, as_json=as_json, name=name or parser.prog)
 
 
 def run(
