@@ -297,32 +297,31 @@ def service() -> dict[str, Any]:
     async def after(input_data: dict[str, Any], _output: Any) -> None:
         """When a woken run ends, send its answer back; then start a wake that was queued."""
         session, input_seq = str(input_data["session_id"]), input_data.get("input_seq")
-        if input_seq:
-            fact = await kernel().call("history.get", {"session": session, "seq": input_seq})
-            a2a = (fact.get("meta") or {}).get("a2a")
-            if a2a and a2a.get("from_session"):
-                agent = await kernel().call("agent.get", {"agent": input_data["agent_id"]})
-                status = str(input_data.get("status"))
-                reply = input_data.get("reply")
-                text = (
-                    reply
-                    if reply
-                    else f"({agent['name']}'s run ended with status {status}, without an answer)"
-                )
-                body = {
-                    "id": a2a["id"],
-                    "from": agent["name"],
-                    "status": status,
-                    "text": text,
-                    "session": session,
-                    "notice": f"[a2a reply from {agent['name']} to your message {a2a['id']}]\n{text}",
-                }
-                try:
-                    await append(str(a2a["from_session"]), "a2a.reply", body, f"a2a-reply:{a2a['id']}")
-                finally:
-                    fut = _waiters.get(str(a2a["id"]))
-                    if fut is not None and not fut.done():
-                        fut.set_result(body)
+        meta = input_data.get("input_meta")
+        if meta is None and input_seq:  # a run resumed after a restart: read it from history
+            meta = (await kernel().call("history.get", {"session": session, "seq": input_seq})).get("meta")
+        a2a = (meta or {}).get("a2a")
+        if a2a and a2a.get("from_session"):
+            agent = await kernel().call("agent.get", {"agent": input_data["agent_id"]})
+            status = str(input_data.get("status"))
+            reply = input_data.get("reply")
+            text = (
+                reply if reply else f"({agent['name']}'s run ended with status {status}, without an answer)"
+            )
+            body = {
+                "id": a2a["id"],
+                "from": agent["name"],
+                "status": status,
+                "text": text,
+                "session": session,
+                "notice": f"[a2a reply from {agent['name']} to your message {a2a['id']}]\n{text}",
+            }
+            try:
+                await append(str(a2a["from_session"]), "a2a.reply", body, f"a2a-reply:{a2a['id']}")
+            finally:
+                fut = _waiters.get(str(a2a["id"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(body)
         queue = _queued.get(session)
         if queue:
             msg = queue.pop(0)

@@ -73,10 +73,10 @@ def service() -> dict[str, Any]:
             return output_data
         why = first_match([(p, "denied by the agent's rules") for p in own["deny"]] + DENY, command)
         if why:
-            return {"verdict": "reject", "reason": f"aos-guard: {why}"}
+            return {"verdict": "reject", "reason": why}
         why = first_match([(p, "the agent's rules ask for approval") for p in own["ask"]] + ASK, command)
         if why:
-            return {"verdict": "ask", "reason": f"aos-guard: {why}"}
+            return {"verdict": "ask", "reason": why}
         return output_data
 
     return {"hooks": {"tool.before": {"handler": guard, "priority": 10, "timeout_s": 5, "failure": "closed"}}}

@@ -760,11 +760,20 @@ class Store:
     # -- dispatches ----------------------------------------------------------------------------
 
     async def create_dispatch(
-        self, *, dispatch_id: str, session_id: str, agent_id: str, epoch: int, owner: str, model: str
+        self,
+        *,
+        dispatch_id: str,
+        session_id: str,
+        agent_id: str,
+        epoch: int,
+        owner: str,
+        model: str,
+        input_seq: int | None = None,
     ) -> None:
         await self._exec(
-            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model) VALUES (%s, %s, %s, %s, %s, %s)",
-            (dispatch_id, session_id, agent_id, epoch, owner, model),
+            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (dispatch_id, session_id, agent_id, epoch, owner, model, input_seq),
         )
 
     async def update_dispatch(

@@ -122,6 +122,11 @@ class Dispatcher:
         leased = await self.store.claim_lease(session_id, owner, self.ttl)
         epoch = int(leased["lease_epoch"])
         try:
+            # The message first, then the row that points at it: a crash in between leaves a
+            # message without a dispatch, and recovery just frees the lease.
+            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params), self)
+            seq = await unit.append("message", "user", {"text": text}, meta)
+            unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
             await self.store.create_dispatch(
                 dispatch_id=dispatch_id,
                 session_id=session_id,
@@ -129,11 +134,8 @@ class Dispatcher:
                 epoch=epoch,
                 owner=owner,
                 model=model,
+                input_seq=seq,
             )
-            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params), self)
-            seq = await unit.append("message", "user", {"text": text}, meta)
-            unit.spec.input_seq = seq
-            await self.store.update_dispatch(dispatch_id, input_seq=seq)
         except BaseException:
             await self.store.release_lease(session_id, owner, epoch)
             with contextlib.suppress(Exception):
@@ -219,6 +221,7 @@ class Dispatcher:
                 "steps": spec.steps,
                 "usage": unit.usage.as_dict(),
                 "input_seq": spec.input_seq,
+                "input_meta": spec.input_meta,
                 "reply": unit.reply,
             },
         )

@@ -119,7 +119,7 @@ class Kernel:
     async def running(
         cls, store: Store, config: Config, paths: Paths, db: DatabaseSettings
     ) -> AsyncIterator[Kernel]:
-        """A kernel with its hook providers, dispatcher (recovery first) and runtime-log writer.
+        """A kernel with its skills' services, dispatcher (recovery first) and runtime-log writer.
 
         On exit: running dispatches are interrupted (cause ``shutdown``), dispatches waiting for a
         human are left waiting (they resume at the next start), and the log is flushed.

@@ -66,6 +66,8 @@ class UnitSpec:
     skills: list[dict[str, str]] = field(default_factory=list)
     token: str = ""
     input_seq: int | None = None
+    #: The input message's meta (None after a restart: read it from history).
+    input_meta: dict[str, Any] | None = None
     steps: int = 0
     key_counter: int = 0
 
