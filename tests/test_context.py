@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -46,6 +47,22 @@ def check_wire(messages: list[dict[str, Any]]) -> None:
             assert got == ids, f"calls {ids} answered by {got}"
 
 
+def check_anthropic(messages: list[dict[str, Any]]) -> None:
+    """litellm's own Anthropic conversion accepts the context: roles alternate from a user turn,
+    and each tool_use is answered by its tool_result in the very next turn."""
+    from litellm.litellm_core_utils.prompt_templates.factory import anthropic_messages_pt
+
+    turns = anthropic_messages_pt(messages[1:], model="claude-sonnet-4-5", llm_provider="anthropic")
+    roles = [t["role"] for t in turns]
+    assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles)), roles
+    for turn, after in zip(turns, [*turns[1:], None], strict=True):
+        uses = [b["id"] for b in turn["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
+        if uses:
+            assert after is not None
+            answered = [b["tool_use_id"] for b in after["content"] if b.get("type") == "tool_result"]
+            assert answered[: len(uses)] == uses
+
+
 async def dispatch(rpc: RpcConnection, kernel: Any, sid: str, text: str = "go") -> list[dict[str, Any]]:
     started = await call(rpc, "session.dispatch", {"session": sid, "message": text})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
@@ -64,6 +81,7 @@ async def test_context_is_valid_and_ordered_across_steps_and_dispatches(
     assert facts[-1]["body"]["status"] == "done"
     for req in model.requests:
         check_wire(req["messages"])
+        check_anthropic(req["messages"])
     last = model.requests[-1]["messages"]
     assert "Be brief." in last[0]["content"] and "aos-context" in last[0]["content"]
     assert [m["role"] for m in last[1:]] == ["user", "assistant", "tool", "tool", "assistant", "tool"]
@@ -117,6 +135,7 @@ async def test_a_note_arriving_while_a_command_runs_waits_for_its_result(
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
     messages = model.requests[-1]["messages"]
     check_wire(messages)
+    check_anthropic(messages)
     assert [m["role"] for m in messages[1:]] == ["user", "assistant", "tool", "user"]
     assert (
         messages[3]["content"] == "released\n" and messages[4]["content"] == "[reminder] the build is at 3pm"
@@ -225,6 +244,7 @@ async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcCon
         ]
         for req in agent_requests:
             check_wire(req["messages"])
+            check_anthropic(req["messages"])
             assert sum(len(json.dumps(m)) for m in req["messages"]) < 3000 * 4 * 1.2
         last = agent_requests[-1]["messages"]
         assert last[1]["content"].startswith("[summary of the earlier conversation")
@@ -246,3 +266,37 @@ async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcCon
             and "SUMMARY-" in again[1]["content"]
         )
         assert again[-1] == {"role": "user", "content": "anything left?"}
+
+
+BAD_CONTEXT_SKILL = """---
+name: bad-context
+description: Returns a context delta that does not fit.
+metadata:
+  aos-service: service.py
+---
+test skill
+"""
+BAD_CONTEXT_SERVICE = """from aos_sdk import define_service
+
+@define_service
+def service():
+    def assemble(input_data, output_data):
+        return {"base": output_data["base"] + 5, "messages": []}
+    return {"hooks": {"session.assemble": {"handler": assemble, "priority": 200}}}
+"""
+
+
+async def test_a_context_delta_that_does_not_fit_fails_the_dispatch_clearly(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    folder = kernel.paths.home / "skills" / "bad-context"
+    folder.mkdir(parents=True)
+    (folder / "SKILL.md").write_text(BAD_CONTEXT_SKILL)
+    (folder / "service.py").write_text(BAD_CONTEXT_SERVICE)
+    assert (await call(rpc, "skill.reload"))["added"] == ["bad-context"]
+    await asyncio.wait_for(kernel.kernel.services.runners["bad-context"].wait_state(State.RUNNING), 20)
+    sid = await scripted_session(rpc, model.url)
+    facts = await dispatch(rpc, kernel, sid)
+    assert facts[-1]["body"]["status"] == "failed" and model.requests == []
+    error = next(f for f in facts if f["kind"] == "error")["body"]["message"]
+    assert "session.assemble returned no valid context" in error and "base at most the length" in error

@@ -67,6 +67,8 @@ class Dispatcher:
         self.units: dict[str, ReActUnit] = {}
         #: Session -> the last seq given to ``session.assemble`` (the next dispatch sends what follows).
         self.assembled: dict[str, int] = {}
+        #: Session -> the task of a dispatch that has written its end and is releasing the lease.
+        self._ending: dict[str, asyncio.Task[None]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._lost: set[str] = set()
@@ -119,6 +121,15 @@ class Dispatcher:
         text = str(gate.get("message", text)) if isinstance(gate, dict) else text
         model, params = self._model(agent, session)
         owner = f"{self.kernel_id}/{dispatch_id}"
+        # A client that saw the previous dispatch's end may ask again before its lease is given
+        # back: wait for that (milliseconds) rather than answer session_busy.
+        ending = self._ending.get(session_id)
+        running = self.units.get(session_id)
+        if ending is None and running is not None and running.ending:
+            ending = self._tasks.get(session_id)
+        if ending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ending), 5)
         leased = await self.store.claim_lease(session_id, owner, self.ttl)
         epoch = int(leased["lease_epoch"])
         try:
@@ -206,13 +217,20 @@ class Dispatcher:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
+            task = self._tasks.pop(spec.session_id, None)
+            if task is not None:
+                self._ending[spec.session_id] = task
             self.units.pop(spec.session_id, None)
-            self._tasks.pop(spec.session_id, None)
             self._lost.discard(spec.dispatch_id)
-        with contextlib.suppress(Exception):
-            await self.store.update_dispatch(spec.dispatch_id, status=status, steps=spec.steps, ended=True)
-        if status != "lease_lost":
-            await self.store.release_lease(spec.session_id, owner, spec.epoch)
+        try:
+            with contextlib.suppress(Exception):
+                await self.store.update_dispatch(
+                    spec.dispatch_id, status=status, steps=spec.steps, ended=True
+                )
+            if status != "lease_lost":
+                await self.store.release_lease(spec.session_id, owner, spec.epoch)
+        finally:
+            self._ending.pop(spec.session_id, None)
         self.hooks.event(
             "dispatch.after",
             {

@@ -110,6 +110,8 @@ class ReActUnit:
     _format_errors: int = 0
     #: The model's final answer (the text of its last message without tool calls).
     reply: str | None = None
+    #: Set once the unit writes its end: what is left is giving the lease back.
+    ending: bool = False
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class ReActUnit:
         return status
 
     async def finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
+        self.ending = True
         if status == "lease_lost":
             return  # another writer owns the session now: write nothing more
         try:
