@@ -16,9 +16,15 @@ async def call(
     return await rpc.call(method, params or {}, timeout=timeout)
 
 
-async def scripted_session(rpc: RpcConnection, model_url: str, agent: str = "alice", **fields: Any) -> str:
-    """An agent whose model is the scripted server at ``model_url`` (created if new), and a
-    fresh session of it; returns the session id."""
+async def scripted_session(
+    rpc: RpcConnection,
+    model_url: str,
+    agent: str = "alice",
+    settings: dict[str, Any] | None = None,
+    **fields: Any,
+) -> str:
+    """An agent whose model is the scripted server at ``model_url`` (created if new, with these
+    extra ``settings``), and a fresh session of it; returns the session id."""
     existing = {a["name"] for a in (await call(rpc, "agent.list"))["agents"]}
     if agent not in existing:
         await call(
@@ -27,7 +33,10 @@ async def scripted_session(rpc: RpcConnection, model_url: str, agent: str = "ali
             {
                 "name": agent,
                 "model": "openai/scripted",
-                "settings": {"model_params": {"api_base": model_url, "api_key": "test-key"}},
+                "settings": {
+                    "model_params": {"api_base": model_url, "api_key": "test-key"},
+                    **(settings or {}),
+                },
                 **fields,
             },
         )

@@ -16,7 +16,7 @@ from aos_sdk.connection import RpcConnection
 from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call
+from .rpc import call, scripted_session
 
 A2A = [{"enable": ["aos-a2a"]}]
 
@@ -58,19 +58,7 @@ def agents() -> Any:
 
 async def make_agents(rpc: RpcConnection, url: str, *names: str) -> dict[str, str]:
     """Agents on the scripted model, one session each; returns name -> session id."""
-    out = {}
-    for name in names:
-        await call(
-            rpc,
-            "agent.create",
-            {
-                "name": name,
-                "model": "openai/scripted",
-                "settings": {"model_params": {"api_base": url, "api_key": "k"}},
-            },
-        )
-        out[name] = (await call(rpc, "session.create", {"agent": name}))["id"]
-    return out
+    return {name: await scripted_session(rpc, url, agent=name) for name in names}
 
 
 async def run(rpc: RpcConnection, kernel: Any, sid: str, text: str) -> list[dict[str, Any]]:

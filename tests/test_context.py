@@ -63,6 +63,14 @@ def check_anthropic(messages: list[dict[str, Any]]) -> None:
             assert answered[: len(uses)] == uses
 
 
+async def restart_context_service(kernel: Any) -> None:
+    """Kill aos-context's process (its cache is lost) and wait until it serves again."""
+    runner = kernel.kernel.services.runners["aos-context"]
+    os.kill(runner.proc.pid, signal.SIGKILL)
+    await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+
+
 async def dispatch(rpc: RpcConnection, kernel: Any, sid: str, text: str = "go") -> list[dict[str, Any]]:
     started = await call(rpc, "session.dispatch", {"session": sid, "message": text})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
@@ -96,10 +104,7 @@ async def test_context_is_valid_and_ordered_across_steps_and_dispatches(
         {"role": "assistant", "content": "done"},
         {"role": "user", "content": "and again"},
     ]
-    runner = kernel.kernel.services.runners["aos-context"]
-    os.kill(runner.proc.pid, signal.SIGKILL)
-    await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
-    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    await restart_context_service(kernel)
     model.add({"text": "third"})
     await dispatch(rpc, kernel, sid, "third time")
     third = model.requests[-1]["messages"]
@@ -187,18 +192,7 @@ async def test_large_output_is_folded_and_read_back_with_ctx(
 async def test_fold_threshold_is_configurable_per_agent(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel
 ) -> None:
-    sid = await scripted_session(rpc, model.url, agent="terse")
-    await call(
-        rpc,
-        "agent.update",
-        {
-            "agent": "terse",
-            "settings": {
-                "model_params": {"api_base": model.url, "api_key": "test-key"},
-                "context": {"fold_bytes": 100},
-            },
-        },
-    )
+    sid = await scripted_session(rpc, model.url, agent="terse", settings={"context": {"fold_bytes": 100}})
     model.add({"bash": ["seq 1 10", "seq 1 100"]}, {"text": "ok"})
     facts = await dispatch(rpc, kernel, sid)
     small, large = (f["body"] for f in facts if f["kind"] == "tool.result")
@@ -219,18 +213,8 @@ async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcCon
         return steps.pop(0)
 
     with ScriptedModel(respond=respond) as model:
-        sid = await scripted_session(rpc, model.url, agent="longrunner")
-        await call(
-            rpc,
-            "agent.update",
-            {
-                "agent": "longrunner",
-                "settings": {
-                    "model_params": {"api_base": model.url, "api_key": "test-key"},
-                    "context": {"window": 3000, "compact_at": 0.8, "keep_share": 0.3},
-                },
-            },
-        )
+        context = {"window": 3000, "compact_at": 0.8, "keep_share": 0.3}
+        sid = await scripted_session(rpc, model.url, agent="longrunner", settings={"context": context})
         facts = await dispatch(rpc, kernel, sid, "run the twelve steps")
         assert facts[-1]["body"]["status"] == "done" and steps == []
         assert facts[-2]["body"]["text"] == "all twelve done"
@@ -252,10 +236,7 @@ async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcCon
         assert "step 11 " in last[-1]["content"]
 
         # A later dispatch, from a restarted service, starts from the newest summary too.
-        runner = kernel.kernel.services.runners["aos-context"]
-        os.kill(runner.proc.pid, signal.SIGKILL)
-        await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
-        await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+        await restart_context_service(kernel)
         steps.append({"text": "still here"})
         facts = await dispatch(rpc, kernel, sid, "anything left?")
         assert facts[-1]["body"]["status"] == "done"

@@ -11,9 +11,13 @@ from aos_sdk.errors import InvalidParams, NotFound
 SKILL = "aos-skill"
 
 
-async def _skills(session: str) -> list[dict[str, Any]]:
+def kernel() -> Any:
     assert service.kernel is not None
-    return list((await service.kernel.call("skill.list", {"session": session}))["skills"])
+    return service.kernel
+
+
+async def _skills(session: str) -> list[dict[str, Any]]:
+    return list((await kernel().call("skill.list", {"session": session}))["skills"])
 
 
 async def _loaded(session: str) -> set[str]:
@@ -30,11 +34,15 @@ async def _loaded(session: str) -> set[str]:
         after = page["next_after"]
 
 
-def _name(args: dict[str, Any]) -> str:
+async def _on_skill(syscall: str, args: dict[str, Any], caller: dict[str, Any]) -> dict[str, Any]:
+    """``syscall`` on the skill named in ``args``, for the caller's session."""
     name = args.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidParams("give a skill's name (see: skill list)")
-    return name
+    try:
+        return dict(await kernel().call(syscall, {"skill": name, "session": caller["session_id"]}))
+    except NotFound:
+        raise NotFound(f"no skill named {name!r} (see: skill list, skill search <words>)") from None
 
 
 @define_service
@@ -54,12 +62,7 @@ def service() -> dict[str, Any]:
 
     async def show(args: dict[str, Any], caller: dict[str, Any]) -> Any:
         """A skill's SKILL.md text and folder."""
-        assert service.kernel is not None
-        name = _name(args)
-        try:
-            sk = await service.kernel.call("skill.get", {"skill": name, "session": caller["session_id"]})
-        except NotFound:
-            raise NotFound(f"no skill named {name!r} (see: skill list, skill search <words>)") from None
+        sk = await _on_skill("skill.get", args, caller)
         if args.get("as_json"):
             return {k: sk[k] for k in ("name", "description", "path", "enabled", "body")}
         state = "" if sk["enabled"] else "\n(not enabled in this session: its commands are not on your PATH)"
@@ -67,15 +70,10 @@ def service() -> dict[str, Any]:
 
     async def load(args: dict[str, Any], caller: dict[str, Any]) -> Any:
         """Keep a skill's instructions in this session's context."""
-        assert service.kernel is not None
-        name = _name(args)
-        try:
-            got = await service.kernel.call("skill.load", {"skill": name, "session": caller["session_id"]})
-        except NotFound:
-            raise NotFound(f"no skill named {name!r} (see: skill list, skill search <words>)") from None
+        got = await _on_skill("skill.load", args, caller)
         if args.get("as_json"):
             return got
-        return f"loaded {name}: its instructions are in your context from the next step on"
+        return f"loaded {got['skill']}: its instructions are in your context from the next step on"
 
     async def search(args: dict[str, Any], caller: dict[str, Any]) -> Any:
         """Skills matching words, best first."""

@@ -513,8 +513,23 @@ def _follow_dispatch(
     interrupted = False
     notes = c.notifications()
     while True:
+        # Ctrl-C may land anywhere in here (waiting, printing, asking): it always interrupts.
         try:
             note = next(notes)
+            if note.method != "history.fact":
+                continue
+            f = note.params["fact"]
+            if (f.get("meta") or {}).get("dispatch_id") != dispatch_id:
+                continue
+            if json_out:
+                _out(json.dumps(f, ensure_ascii=False))
+                sys.stdout.flush()
+            elif render is not None:
+                render.fact(f)
+            if f["kind"] == "approval.requested" and on_approval is not None:
+                on_approval(f["body"])
+            if f["kind"] == "dispatch.end":
+                return dict(f["body"])
         except KeyboardInterrupt:
             if interrupted:
                 raise
@@ -522,21 +537,6 @@ def _follow_dispatch(
             _err("interrupting (Ctrl-C again to leave)")
             c.call("session.interrupt", {"session": session, "reason": "Ctrl-C"})
             notes = c.notifications()  # the interrupt closed the old generator
-            continue
-        if note.method != "history.fact":
-            continue
-        f = note.params["fact"]
-        if (f.get("meta") or {}).get("dispatch_id") != dispatch_id:
-            continue
-        if json_out:
-            _out(json.dumps(f, ensure_ascii=False))
-            sys.stdout.flush()
-        elif render is not None:
-            render.fact(f)
-        if f["kind"] == "approval.requested" and on_approval is not None:
-            on_approval(f["body"])
-        if f["kind"] == "dispatch.end":
-            return dict(f["body"])
 
 
 def _subscribe(c: SyncClient, session: str) -> None:
