@@ -21,23 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from aos.config import Paths, load_config
-from aos.db.embedded import EmbeddedPostgres
-from aos.db.store import Store
-from aos.kernel.kernel import DatabaseSettings, Kernel
+from _harness import pct, running_kernel
+from aos.kernel.kernel import Kernel
 from aos.skills.supervisor import State
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 async def add_turn(k: Kernel, sid: str, n: int) -> None:
@@ -92,66 +82,57 @@ async def assemble(
 
 
 async def main(n_facts: int, steps: int) -> None:
-    base = Path(tempfile.mkdtemp(prefix="aos-bench-asm-"))
-    pg = EmbeddedPostgres(base / "pg", base / "pg.log")
-    pg.start()
-    try:
-        await Store.ensure_database(pg.dsn("postgres"), "aos")
-        paths = Paths(base / "home")
-        paths.ensure()
-        cfg = load_config(paths)
-        async with Store.open(pg.dsn("aos")) as store:
-            await store.migrate()
-            async with Kernel.running(store, cfg, paths, DatabaseSettings("embedded", "-", False)) as k:
-                runner = k.services.runners["aos-context"]
-                await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
-                agent = await store.create_agent(
-                    name="bench",
-                    display_name=None,
-                    model=None,
-                    instructions="Be quick.",
-                    workspace=None,
-                    settings={},
-                )
-                sid = (await store.create_session(agent_id=agent["id"], title=None, settings={}))["id"]
-                skills = [
-                    {"name": s.name, "description": s.description, "path": str(s.path / "SKILL.md")}
-                    for s in k.skills.all()
-                ]
-                await k.append(
-                    sid,
-                    epoch=None,
-                    kind="message",
-                    role="user",
-                    body={"text": "refactor the modules"},
-                    meta=None,
-                    idempotency_key="u0",
-                )
-                n = 0
-                while (await store.get_session(sid))["last_seq"] < n_facts:
-                    n += 1
-                    await add_turn(k, sid, n)
-                facts = (await store.get_session(sid))["last_seq"]
+    async with running_kernel("aos-bench-asm-") as b:
+        k, store = b.kernel, b.store
+        runner = k.services.runners["aos-context"]
+        await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
+        agent = await store.create_agent(
+            name="bench",
+            display_name=None,
+            model=None,
+            instructions="Be quick.",
+            workspace=None,
+            settings={},
+        )
+        sid = (await store.create_session(agent_id=agent["id"], title=None, settings={}))["id"]
+        skills = [
+            {"name": s.name, "description": s.description, "path": str(s.path / "SKILL.md")}
+            for s in k.skills.all()
+        ]
+        await k.append(
+            sid,
+            epoch=None,
+            kind="message",
+            role="user",
+            body={"text": "refactor the modules"},
+            meta=None,
+            idempotency_key="u0",
+        )
+        n = 0
+        while (await store.get_session(sid))["last_seq"] < n_facts:
+            n += 1
+            await add_turn(k, sid, n)
+        facts = (await store.get_session(sid))["last_seq"]
 
-                results: dict[str, list[float]] = {}
-                sizes: dict[str, int] = {}
-                for label, whole in (("incremental (delta)", False), ("whole context back", True)):
-                    state = {"since": 0, "context": [], "skills": skills}
-                    await assemble(k, sid, agent, state, whole=whole)  # the dispatch's first step
-                    times = []
-                    for _ in range(steps):
-                        n += 1
-                        await add_turn(k, sid, n)
-                        times.append(await assemble(k, sid, agent, state, whole=whole))
-                    results[label] = times
-                    sizes[label] = len(state["context"])
+        results: dict[str, list[float]] = {}
+        sizes: dict[str, int] = {}
+        for label, whole in (("incremental (delta)", False), ("whole context back", True)):
+            state = {"since": 0, "context": [], "skills": skills}
+            await assemble(k, sid, agent, state, whole=whole)  # the dispatch's first step
+            times = []
+            for _ in range(steps):
+                n += 1
+                await add_turn(k, sid, n)
+                times.append(await assemble(k, sid, agent, state, whole=whole))
+            results[label] = times
+            sizes[label] = len(state["context"])
 
-                cold = []
-                for i in range(max(10, steps // 20)):
-                    fork = await store.fork_session(sid, facts, f"cold {i}")
-                    state = {"since": facts, "context": [], "skills": skills}
-                    cold.append(await assemble(k, fork["id"], agent, state, whole=False))
-                results["cold (rebuilt from history)"] = cold
+        cold = []
+        for i in range(max(10, steps // 20)):
+            fork = await store.fork_session(sid, facts, f"cold {i}")
+            state = {"since": facts, "context": [], "skills": skills}
+            cold.append(await assemble(k, fork["id"], agent, state, whole=False))
+        results["cold (rebuilt from history)"] = cold
 
         lone = statistics.median(results["incremental (delta)"])
         print(
@@ -165,9 +146,6 @@ async def main(n_facts: int, steps: int) -> None:
                 f"| {label:<32} | {med * 1e3:7.2f} ms | {pct(xs, 0.99) * 1e3:7.2f} ms | {med / lone:13.1f}x |"
             )
         print("\nbudget: incremental p50 < 2 ms at 500 facts")
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
-from aos.config import Config, Paths, load_config
-from aos.db.embedded import EmbeddedPostgres
-from aos.db.store import Store
-from aos.kernel.kernel import DatabaseSettings, Kernel
+from _harness import pct, running_kernel
+from aos.config import Paths
 from aos.skills.supervisor import State
 
 SKILL_MD = "---\nname: {name}\ndescription: Benchmark gate.\nmetadata:\n  aos-service: service.py\n---\nx\n"
@@ -40,62 +37,53 @@ def service():
 ONE_LINER = "import json,sys; e=json.load(sys.stdin); json.dump(e['output'], sys.stdout)"
 
 
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
+def prepare(paths: Paths) -> None:
+    folder = paths.skills / "bench-gate"
+    folder.mkdir()
+    (folder / "SKILL.md").write_text(SKILL_MD.format(name="bench-gate"))
+    (folder / "service.py").write_text(SERVICE_PY)
+
+
+def watching(data: dict[str, Any]) -> dict[str, Any]:
+    # Only the benchmark's gate: the built-in skills' hooks would be measured with it.
+    builtin = ["aos-guard", "aos-context", "aos-skill", "aos-a2a"]
+    return {**data, "skills": {**data["skills"], "watch": True, "disabled": builtin}}
 
 
 async def main(calls: int) -> None:
-    base = Path(tempfile.mkdtemp(prefix="aos-bench-hooks-"))
-    pg = EmbeddedPostgres(base / "pg", base / "pg.log")
-    pg.start()
-    try:
-        await Store.ensure_database(pg.dsn("postgres"), "aos")
-        paths = Paths(base / "home")
-        paths.ensure()
-        cfg = load_config(paths)
-        cfg = Config({**cfg.data, "skills": {**cfg.data["skills"], "watch": True}}, cfg.sources)
-        folder = paths.skills / "bench-gate"
-        folder.mkdir()
-        (folder / "SKILL.md").write_text(SKILL_MD.format(name="bench-gate"))
-        (folder / "service.py").write_text(SERVICE_PY)
-        async with Store.open(pg.dsn("aos")) as store:
-            await store.migrate()
-            async with Kernel.running(store, cfg, paths, DatabaseSettings("embedded", "-", False)) as k:
-                runner = k.services.runners["bench-gate"]
-                await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
-                ids = {"agent_id": "ag_x", "session_id": None, "dispatch_id": "di_x", "call_id": "c"}
-                out = {"args": {"command": "ls -la"}, "cwd": "/tmp"}
-                for _ in range(200):
-                    await k.hooks.gate("tool.before", ids, out)
-                resident = []
-                for _ in range(calls):
-                    t0 = time.perf_counter()
-                    await k.hooks.gate("tool.before", ids, out)
-                    resident.append(time.perf_counter() - t0)
+    async with running_kernel("aos-bench-hooks-", config=watching, prepare=prepare) as b:
+        k, paths, base = b.kernel, b.paths, b.base
+        runner = k.services.runners["bench-gate"]
+        await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
+        ids = {"agent_id": "ag_x", "session_id": None, "dispatch_id": "di_x", "call_id": "c"}
+        out = {"args": {"command": "ls -la"}, "cwd": "/tmp"}
+        for _ in range(200):
+            await k.hooks.gate("tool.before", ids, out)
+        resident = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await k.hooks.gate("tool.before", ids, out)
+            resident.append(time.perf_counter() - t0)
 
-                spawned = []
-                event = json.dumps({"hook": "tool.before", "input": ids, "output": out}).encode()
-                for _ in range(max(20, calls // 40)):
-                    t0 = time.perf_counter()
-                    proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-c", ONE_LINER, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-                    )
-                    await proc.communicate(event)
-                    spawned.append(time.perf_counter() - t0)
+        spawned = []
+        event = json.dumps({"hook": "tool.before", "input": ids, "output": out}).encode()
+        for _ in range(max(20, calls // 40)):
+            t0 = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", ONE_LINER, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            await proc.communicate(event)
+            spawned.append(time.perf_counter() - t0)
 
-                staged = base / "staged"
-                staged.mkdir()
-                (staged / "SKILL.md").write_text(SKILL_MD.format(name="dropped"))
-                (staged / "service.py").write_text(SERVICE_PY)
-                t0 = time.perf_counter()
-                shutil.copytree(staged, paths.skills / "dropped")
-                await k.services.wait_until(lambda: "dropped" in k.services.runners)
-                await k.services.runners["dropped"].wait_state(State.RUNNING)
-                reload_ms = (time.perf_counter() - t0) * 1000
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        staged = base / "staged"
+        staged.mkdir()
+        (staged / "SKILL.md").write_text(SKILL_MD.format(name="dropped"))
+        (staged / "service.py").write_text(SERVICE_PY)
+        t0 = time.perf_counter()
+        shutil.copytree(staged, paths.skills / "dropped")
+        await k.services.wait_until(lambda: "dropped" in k.services.runners)
+        await k.services.runners["dropped"].wait_state(State.RUNNING)
+        reload_ms = (time.perf_counter() - t0) * 1000
 
     r50, s50 = statistics.median(resident), statistics.median(spawned)
     print("| measure | p50 | p99 | budget |")

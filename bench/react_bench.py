@@ -14,25 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
-from aos.config import Config, Paths, load_config
-from aos.db.embedded import EmbeddedPostgres
-from aos.db.store import Store
-from aos.kernel.kernel import DatabaseSettings, Kernel
-
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
+from _harness import pct, running_kernel
+from aos.kernel.kernel import Kernel
 
 
 def free_port() -> int:
@@ -60,7 +50,6 @@ async def one_dispatch(k: Kernel, sid: str) -> tuple[float, float, float, int]:
 
 
 async def main(dispatches: int, sessions: int) -> None:
-    base = Path(tempfile.mkdtemp(prefix="aos-bench-react-"))
     port = free_port()
     model_proc = subprocess.Popen(
         [sys.executable, "-m", "aos_sdk.testing", "--react-loop", "true", "--port", str(port)],
@@ -69,54 +58,47 @@ async def main(dispatches: int, sessions: int) -> None:
     )
     assert model_proc.stdout is not None
     model_proc.stdout.readline()  # "scripted model on ..." once it listens
-    pg = EmbeddedPostgres(base / "pg", base / "pg.log")
-    pg.start()
+
+    def few_steps(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "limits": {**data["limits"], "max_steps": 10}}
+
     try:
-        await Store.ensure_database(pg.dsn("postgres"), "aos")
-        paths = Paths(base / "home")
-        paths.ensure()
-        os.environ["AOS_HOME"] = str(paths.home)
-        cfg = load_config(paths)
-        cfg = Config({**cfg.data, "limits": {**cfg.data["limits"], "max_steps": 10}}, cfg.sources)
-        async with Store.open(pg.dsn("aos"), max_size=40, writers=2) as store:
-            await store.migrate()
-            async with Kernel.running(store, cfg, paths, DatabaseSettings("embedded", "-", False)) as k:
-                params = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "bench"}
-                agent = await store.create_agent(
-                    name="bench",
-                    display_name=None,
-                    model="openai/scripted",
-                    instructions="",
-                    workspace=str(base / "ws"),
-                    settings={"model_params": params},
-                )
-                sids = [
-                    (await store.create_session(agent_id=agent["id"], title=None, settings={}))["id"]
-                    for _ in range(sessions)
-                ]
-                for _ in range(3):  # warm up litellm's client and the prepared statements
-                    await one_dispatch(k, sids[0])
+        async with running_kernel("aos-bench-react-", config=few_steps, max_size=40, writers=2) as bench:
+            k, store, base = bench.kernel, bench.store, bench.base
+            params = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "bench"}
+            agent = await store.create_agent(
+                name="bench",
+                display_name=None,
+                model="openai/scripted",
+                instructions="",
+                workspace=str(base / "ws"),
+                settings={"model_params": params},
+            )
+            sids = [
+                (await store.create_session(agent_id=agent["id"], title=None, settings={}))["id"]
+                for _ in range(sessions)
+            ]
+            for _ in range(3):  # warm up litellm's client and the prepared statements
+                await one_dispatch(k, sids[0])
 
-                # One invocation per fresh session, as design §11 defines the measure: the
-                # model client's cost grows with the context (see docs/benchmarks.md).
-                lone = []
-                for _ in range(dispatches):
-                    fresh = await store.create_session(agent_id=agent["id"], title=None, settings={})
-                    lone.append(await one_dispatch(k, fresh["id"]))
+            # One invocation per fresh session, as design §11 defines the measure: the
+            # model client's cost grows with the context (see docs/benchmarks.md).
+            lone = []
+            for _ in range(dispatches):
+                fresh = await store.create_session(agent_id=agent["id"], title=None, settings={})
+                lone.append(await one_dispatch(k, fresh["id"]))
 
-                per_session = max(1, dispatches // sessions * 2)
+            per_session = max(1, dispatches // sessions * 2)
 
-                async def loop(sid: str) -> list[tuple[float, float, float, int]]:
-                    return [await one_dispatch(k, sid) for _ in range(per_session)]
+            async def loop(sid: str) -> list[tuple[float, float, float, int]]:
+                return [await one_dispatch(k, sid) for _ in range(per_session)]
 
-                t0 = time.perf_counter()
-                many = [r for rs in await asyncio.gather(*(loop(s) for s in sids)) for r in rs]
-                elapsed = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            many = [r for rs in await asyncio.gather(*(loop(s) for s in sids)) for r in rs]
+            elapsed = time.perf_counter() - t0
     finally:
-        pg.stop()
         model_proc.terminate()
         model_proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
 
     def share(rows: list[tuple[float, float, float, int]]) -> list[float]:
         return [(w - m - b) / s for w, m, b, s in rows]
