@@ -302,6 +302,20 @@ async def test_channels_and_who(rpc: RpcConnection, kernel: Any, agents: Agents)
     assert "a2a-channels" not in who
 
 
+def wait_for_fact(home: Path, sid: str, kind: str, n: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+    """The facts of ``kind`` in ``sid`` once there are ``n``, following the session live."""
+    facts: list[dict[str, Any]] = []
+    with SyncClient(home / "run" / "kernel.sock", timeout=timeout) as c:
+        c.call("history.subscribe", {"session": sid, "after_seq": 0})
+        for note in c.notifications():
+            fact = note.params["fact"]
+            if fact["kind"] == kind:
+                facts.append(fact)
+                if len(facts) >= n:
+                    return facts
+    raise AssertionError(f"the stream of {sid} ended before {n} {kind} facts")
+
+
 def test_messages_survive_a_daemon_restart(aos: Any, home: Path, agents: Agents) -> None:
     (home / "aoscb.json").write_text(json.dumps({"skills": {"disabled": ["aos-guard", "aos-skill"]}}))
     assert aos("start").returncode == 0
@@ -317,27 +331,44 @@ def test_messages_survive_a_daemon_restart(aos: Any, home: Path, agents: Agents)
                 },
             )
             s[name] = c.call("session.create", {"agent": name})["id"]
+    # bob is busy with a long command when alice writes: her wake is queued.
+    agents.add("bob", {"bash": "sleep 120"})
+    assert aos("send", s["bob"], "work a while").returncode == 0
+    wait_for_fact(home, s["bob"], "tool.started")
     agents.add(
         "alice",
-        {"bash": ['a2a send --to bob "after the restart"', 'a2a send --to bob --silent "quiet one"']},
+        {
+            "bash": [
+                'a2a send --to bob "after the restart"',
+                'a2a send --to bob --silent "quiet one"',
+                'a2a send --to bob --wake "when you are free: still there?"',
+            ]
+        },
         {"text": "sent"},
     )
     r = aos("send", s["alice"], "message bob", "--wait", timeout=90)
     assert r.returncode == 0, r.stderr
+    assert "queued: the agent is busy" in r.stdout
 
+    # The restart interrupts bob's command; the queued wake starts once the daemon is back.
     assert aos("stop").returncode == 0
+    agents.add("bob", {"text": "yes, here"})
     assert aos("start").returncode == 0
-    agents.add("bob", {"bash": "a2a inbox"}, {"text": "read"})
+    reply = wait_for_fact(home, s["alice"], "a2a.reply")[0]["body"]
+    assert reply["from"] == "bob" and reply["text"] == "yes, here"
+
+    agents.add("bob", {"bash": "a2a inbox --all"}, {"text": "read"})
     r = aos("send", s["bob"], "check messages", "--wait", timeout=90)
     assert r.returncode == 0, r.stderr
-    first = agents.requests["bob"][0]
-    assert any("from alice]\nafter the restart" in m["content"] for m in first if m["role"] == "user")
+    last = agents.requests["bob"][-2]
+    assert any("from alice]\nafter the restart" in m["content"] for m in last if m["role"] == "user")
     with SyncClient(home / "run" / "kernel.sock") as c:
         results = c.call("history.list", {"session": s["bob"], "kinds": ["tool.result"]})["facts"]
-    assert "after the restart" in results[0]["body"]["output"] and "quiet one" in results[0]["body"]["output"]
+    inbox = results[-1]["body"]["output"]
+    assert "after the restart" in inbox and "quiet one" in inbox and "still there?" in inbox
 
-    # A wake after the restart still routes the reply back.
-    agents.add("alice", {"bash": 'a2a send --to bob --wake --wait 60 "still there?"'}, {"text": "ok"})
+    # A wake after the restart routes the reply back too.
+    agents.add("alice", {"bash": 'a2a send --to bob --wake --wait 60 "and now?"'}, {"text": "ok"})
     agents.add("bob", {"text": "yes"})
     r = aos("send", s["alice"], "wake bob", "--wait", timeout=90)
     assert r.returncode == 0, r.stderr

@@ -6,6 +6,8 @@
   that aos-context shows at the recipient's next step; ``--wake`` starts a dispatch of the
   recipient now, its message as the input, and when that dispatch ends its answer is appended to
   the sender's session (``a2a.reply``).
+- A wake to a busy agent is recorded at once (``queued``) and started when its run ends, or, after
+  a restart, by ``recover`` when the service starts.
 - A wake started by a dispatch that was itself woken counts one more hop; past ``max_hops`` the
   send is refused, so two agents cannot wake each other forever.
 - Channels are sessions of the ``a2a-channels`` agent (never dispatched), one per channel, posts
@@ -177,6 +179,36 @@ def notice(msg: dict[str, Any]) -> str:
         f"[a2a message {msg['id']} from {msg['from']}]\n{_content(msg)}\n"
         f'(reply with: a2a send --to {msg["from"]} "...")'
     )
+
+
+async def pending_wakes(session: str) -> list[dict[str, Any]]:
+    """Queued wakes of ``session`` whose run has not started (no input message carries their id)."""
+    queued = [
+        f
+        for f in (
+            await kernel().call(
+                "history.list", {"session": session, "limit": 10000, "kinds": ["a2a.message"]}
+            )
+        )["facts"]
+        if f["body"].get("queued")
+    ]
+    if not queued:
+        return []
+    started: set[str] = set()
+    after = queued[0]["seq"]
+    while True:
+        page = await kernel().call(
+            "history.list", {"session": session, "after_seq": after, "limit": 10000, "kinds": ["message"]}
+        )
+        started.update(str(((f.get("meta") or {}).get("a2a") or {}).get("id")) for f in page["facts"])
+        if page.get("next_after") is None:
+            break
+        after = page["next_after"]
+    return [
+        {k: v for k, v in f["body"].items() if k != "queued"}
+        for f in queued
+        if f["body"]["id"] not in started
+    ]
 
 
 async def start_wake(session: str, msg: dict[str, Any]) -> dict[str, Any]:
@@ -522,9 +554,23 @@ def service() -> dict[str, Any]:
             return f"registered message type {name}" + (f" (routes to {', '.join(routes)})" if routes else "")
         raise InvalidParams("schema actions: list, show, add")
 
+    async def recover() -> None:
+        """Wakes queued before a restart: start those whose run never began."""
+        for a in (await kernel().call("agent.list", {}))["agents"]:
+            if a["name"] == CHANNELS:
+                continue
+            for s in (await kernel().call("session.list", {"agent": a["id"], "limit": 5}))["sessions"]:
+                for msg in await pending_wakes(str(s["id"])):
+                    try:
+                        await start_wake(str(s["id"]), msg)
+                        print(f"recovered queued wake {msg['id']} for {a['name']}", flush=True)
+                    except SessionBusy:
+                        _queued.setdefault(str(s["id"]), []).append(msg)
+
     return {
         "hooks": {"dispatch.after": after},
         "commands": {"send": send, "inbox": inbox, "who": who, "channel": channel, "schema": schema},
+        "start": recover,
     }
 
 

@@ -15,7 +15,8 @@ A service is a long-running process the kernel starts for a skill. It connects t
 
 A hook's value may also be a dict: ``{"handler": fn, "priority": 10, "timeout_s": 2,
 "failure": "open"}``. Commands (``{"commands": {"name": fn}}``) are what the skill's CLIs call
-through the agent gateway. Handlers may be sync or async and get ``(input_data, output_data)``;
+through the agent gateway. ``{"start": fn}`` runs ``fn()`` once registered (to pick up work left
+from before a restart, say); its failure is printed to the skill's log and does not stop it. Handlers may be sync or async and get ``(input_data, output_data)``;
 sync handlers run on the event loop, so keep them quick and use ``async def`` for I/O.
 :attr:`Service.kernel` is the connection for calling syscalls (those in ``aos-permissions``).
 
@@ -79,6 +80,7 @@ class Service:
     hooks: dict[str, HookSpec] = field(default_factory=dict)
     commands: dict[str, CommandSpec] = field(default_factory=dict)
     kernel: RpcConnection | None = None
+    start: Callable[[], Any] | None = None
 
     def load(self) -> None:
         """Call the factory and read its hooks and commands.
@@ -87,8 +89,12 @@ class Service:
             InvalidParams: the factory returned something else than ``{"hooks", "commands"}``.
         """
         spec = self.factory()
-        if not isinstance(spec, dict) or set(spec) - {"hooks", "commands"}:
-            raise InvalidParams("a service must return {'hooks': {...}, 'commands': {...}}")
+        if not isinstance(spec, dict) or set(spec) - {"hooks", "commands", "start"}:
+            raise InvalidParams("a service must return {'hooks': {...}, 'commands': {...}, 'start': fn}")
+        if spec.get("start") is not None:
+            if not callable(spec["start"]):
+                raise InvalidParams("'start' must be a function")
+            self.start = spec["start"]
         for name, value in (spec.get("hooks") or {}).items():
             if callable(value):
                 self.hooks[name] = HookSpec(name, value)
@@ -143,7 +149,17 @@ class Service:
         async with open_connection(socket_path, on_request=self._serve_request) as conn:
             self.kernel = conn
             await conn.call("service.register", self.registration(), timeout=10)
+            started = asyncio.create_task(self._start()) if self.start is not None else None
             await conn.wait_closed()
+            if started is not None:
+                started.cancel()
+
+    async def _start(self) -> None:
+        assert self.start is not None
+        try:
+            await _call(self.start)
+        except Exception as exc:  # the service keeps serving; the log says why
+            print(f"start() failed: {type(exc).__name__}: {exc}", flush=True)
 
     def run(self) -> None:
         """Serve the kernel named by ``$AOS_SOCKET`` (what the runner calls)."""
