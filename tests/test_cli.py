@@ -112,7 +112,8 @@ def test_agents_sessions_history_through_the_cli(aos: Any) -> None:
     ] == [3]
 
     r = aos("session", "list")
-    assert sid in r.stdout and "demo" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith(sid))
+    assert row.split()[1] == "alice" and "demo" in row  # the agent by name
     r = aos("session", "show", sid)
     assert "last_seq" in r.stdout and " 3" in r.stdout
 

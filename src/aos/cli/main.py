@@ -363,11 +363,14 @@ def cmd_session(args: argparse.Namespace, paths: Paths) -> int:
         elif not res["sessions"]:
             _out("no sessions")
         else:
+            names = {
+                a["id"]: a["name"] for a in _call(paths, "agent.list", {"include_archived": True})["agents"]
+            }
             _table(
                 [
                     [
                         s["id"],
-                        s["agent_id"],
+                        names.get(s["agent_id"], s["agent_id"]),
                         s["title"] or "-",
                         s["phase"],
                         str(s["last_seq"]),
