@@ -316,6 +316,7 @@ def wait_for_fact(home: Path, sid: str, kind: str, n: int = 1, timeout: float = 
     raise AssertionError(f"the stream of {sid} ended before {n} {kind} facts")
 
 
+@pytest.mark.slow
 def test_messages_survive_a_daemon_restart(aos: Any, home: Path, agents: Agents) -> None:
     (home / "aoscb.json").write_text(json.dumps({"skills": {"disabled": ["aos-guard", "aos-skill"]}}))
     assert aos("start").returncode == 0
