@@ -200,6 +200,22 @@ async def test_fold_threshold_is_configurable_per_agent(
     assert large["folded"] is True and large["output"].startswith("[output folded: 292 bytes, 100 lines")
 
 
+async def test_output_over_the_kernel_cap_is_folded_with_its_full_figures(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await scripted_session(rpc, model.url)
+    full = "".join(f"{i}\n" for i in range(1, 20001))  # 108,894 bytes: over the 64 KiB cap too
+    cid = hashlib.sha256(full.encode()).hexdigest()
+    model.add({"bash": "seq 1 20000"}, {"bash": f"ctx grep '^15000$' {cid}"}, {"text": "found"})
+    facts = await dispatch(rpc, kernel, sid)
+    folded, found = (f["body"] for f in facts if f["kind"] == "tool.result")
+    assert folded["truncated"] is True and folded["folded"] is True and folded["content_id"] == cid
+    assert folded["output"].startswith(f"[output folded: 108,894 bytes, 20,000 lines, stored as {cid}]\n1\n")
+    assert "19999\n20000" in folded["output"]  # the preview's tail is the real end
+    assert "cut to its first and last parts" not in model.requests[1]["messages"][-1]["content"]
+    assert found["output"] == f"{cid}:15000: 15000\n"  # line 15000 was never in the capped output
+
+
 async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcConnection, kernel: Any) -> None:
     steps = [{"bash": f"printf 'step {i} '; head -c 1500 /dev/zero | tr '\\0' x; echo"} for i in range(12)]
     steps.append({"text": "all twelve done"})

@@ -395,12 +395,14 @@ async def compact(
 # -- folding -------------------------------------------------------------------------------------
 
 
-def placeholder(content_id: str, output: str, size: int) -> str:
+def placeholder(content_id: str, output: str, size: int, total_lines: int) -> str:
+    """``output`` may be the kernel's head-and-tail cut of a larger text: the preview comes from its
+    first and last lines, the figures from the whole."""
     lines = output.splitlines()
     preview = "\n".join(line[:300] for line in lines[:PREVIEW_LINES])
     tail = "\n".join(line[:300] for line in lines[-3:]) if len(lines) > PREVIEW_LINES + 3 else ""
     return (
-        f"[output folded: {size:,} bytes, {len(lines):,} lines, stored as {content_id}]\n"
+        f"[output folded: {size:,} bytes, {total_lines:,} lines, stored as {content_id}]\n"
         f"{preview}\n"
         + (f"[...]\n{tail}\n" if tail else "")
         + f"[read it with: ctx read {content_id} --lines 1:200 | ctx head {content_id} -n 50 | "
@@ -439,19 +441,25 @@ def service() -> dict[str, Any]:
         output = str(output_data.get("output", ""))
         conf = await settings(agent_id=input_data.get("agent_id"))
         limit = int(conf["fold_bytes"])
-        size = len(output.encode())
+        size = int(input_data.get("size") or len(output.encode()))
         if limit <= 0 or size <= limit:
             return output_data
+        assert service.kernel is not None
         content_id = input_data.get("content_id")
-        if not content_id:
-            assert service.kernel is not None
+        if content_id:  # the kernel cut the output and stored all of it
+            lines = (
+                await service.kernel.call(
+                    "content.read", {"content_id": content_id, "agent": input_data["agent_id"], "limit": 1}
+                )
+            )["total_lines"]
+        else:
             put = await service.kernel.call(
                 "content.put", {"content": output, "session": input_data["session_id"]}
             )
-            content_id = put["content_id"]
+            content_id, lines = put["content_id"], put["line_count"]
         return {
             **output_data,
-            "output": placeholder(content_id, output, size),
+            "output": placeholder(content_id, output, size, lines),
             "content_id": content_id,
             "folded": True,
         }

@@ -438,6 +438,8 @@ class ReActUnit:
                 "command": command,
                 "exit_code": res.exit_code,
                 "content_id": content_id,
+                "size": res.size,
+                "truncated": res.truncated,
             },
             {"output": res.output},
         )
