@@ -138,6 +138,7 @@ class SessionContext:
     system: str = ""
     stable: int = 0  # how many leading messages the kernel already holds unchanged
     chars: int = 0
+    sent_chars: int | None = None  # the size of the context last returned (None: not comparable)
 
     def apply(self, fact: dict[str, Any]) -> None:
         seq, kind, role, body = fact["seq"], fact["kind"], fact.get("role"), fact.get("body")
@@ -181,6 +182,7 @@ class SessionContext:
         self.entries = [e for e in self.entries if e.seq > upto]
         self.chars = sum(e.chars for e in self.entries)
         self.stable = 0
+        self.sent_chars = None  # the previous measurement was of the longer context
 
     def head(self) -> list[dict[str, Any]]:
         out = [{"role": "system", "content": self.system}]
@@ -200,9 +202,19 @@ class SessionContext:
             out.extend(e.messages)
         return out
 
-    def tokens(self) -> int:
+    def tokens(self, measured: int | None = None) -> int:
+        """Estimated prompt tokens: characters / 4, or, when the model reported the previous
+        step's prompt tokens (``measured``), those plus the growth since, if that is more."""
         summary = len((self.summary or {}).get("text", ""))
-        return (len(self.system) + summary + self.chars) // CHARS_PER_TOKEN
+        total = len(self.system) + summary + self.chars
+        estimate = total // CHARS_PER_TOKEN
+        if measured and self.sent_chars is not None:
+            estimate = max(estimate, measured + (total - self.sent_chars) // CHARS_PER_TOKEN)
+        return estimate
+
+    def sent(self) -> None:
+        """Remember the size of what goes to the model now (its token count comes back later)."""
+        self.sent_chars = len(self.system) + len((self.summary or {}).get("text", "")) + self.chars
 
 
 def _chars(messages: list[dict[str, Any]]) -> int:
@@ -426,7 +438,8 @@ def service() -> dict[str, Any]:
             ctx.system, ctx.stable = system, 0
         conf = await settings(agent)
         window = int(conf.get("window") or input_data.get("window") or FALLBACK_WINDOW)
-        if ctx.tokens() > window * float(conf["compact_at"]):
+        measured = input_data.get("last_prompt_tokens") if not input_data.get("first") else None
+        if ctx.tokens(measured) > window * float(conf["compact_at"]):
             try:
                 await compact(session, ctx, window, float(conf["keep_share"]), input_data.get("dispatch_id"))
             except AosError as exc:
@@ -435,6 +448,7 @@ def service() -> dict[str, Any]:
         base = min(held, ctx.stable)
         messages = ctx.messages()
         ctx.stable = len(messages)
+        ctx.sent()
         return {"base": base, "messages": messages[base:] if base else messages}
 
     async def fold(input_data: dict[str, Any], output_data: dict[str, Any]) -> dict[str, Any]:
