@@ -233,3 +233,31 @@ def test_guard_example_dropped_into_a_running_daemon(
     result = next(f["body"] for f in facts if f["kind"] == "tool.result")
     assert result["outcome"] == "rejected" and result["output"] == "refused by my-guard: blocked: rm -rf /"
     assert not marker.exists(), "the refused command never ran"
+
+
+def test_send_wait_shows_notes_that_arrive_during_the_reply(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    model.add({"bash": f"cat {fifo}"}, {"text": "ok"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aos", "send", sid, "wait for the gate", "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env,
+        text=True,
+    )
+    try:
+        follow_until(home, sid, 0, "tool.started")
+        with SyncClient(home / "run" / "kernel.sock") as c:
+            note = {"notice": "[a2a message m_1 from bob]\nstandup in 5 minutes"}
+            c.call("session.append", {"session": sid, "kind": "a2a.message", "body": note, "inbound": True})
+        fifo.write_text("open\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "  ✉ [a2a message m_1 from bob]\n  │ standup in 5 minutes\n" in out

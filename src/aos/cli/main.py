@@ -493,6 +493,12 @@ class _Render:
             _out(f"  ! {body.get('message')}")
         elif kind == "interrupt":
             _out(f"  [interrupted: {body.get('reason')}]")
+        elif isinstance(body, dict) and isinstance(body.get("notice"), str):
+            # A skill speaking to the agent (a message from another agent, a reply): shown too.
+            first, _, rest = body["notice"].partition("\n")
+            _out(f"  ✉ {first}")
+            for line in rest.splitlines()[: self.lines]:
+                _out(f"  │ {line}")
         elif kind == "dispatch.end":
             u = body.get("usage") or {}
             cost = f", ${u['cost']:.4f}" if u.get("cost") else ""
@@ -522,7 +528,9 @@ def _follow_dispatch(
             if note.method != "history.fact":
                 continue
             f = note.params["fact"]
-            if (f.get("meta") or {}).get("dispatch_id") != dispatch_id:
+            mine = (f.get("meta") or {}).get("dispatch_id") == dispatch_id
+            notice = isinstance(f.get("body"), dict) and "notice" in f["body"]
+            if not mine and not notice:
                 continue
             if json_out:
                 _out(json.dumps(f, ensure_ascii=False))
