@@ -242,7 +242,8 @@ def service() -> dict[str, Any]:
                 raise InvalidParams(f"--data is not JSON: {exc}") from None
             schema = validate(str(type_name), data)
             if not recipients:
-                recipients = [str(r) for r in schema.get("x-aos-routes") or []]
+                # Routes name who receives the type; a sender on its own route skips itself.
+                recipients = [str(r) for r in schema.get("x-aos-routes") or [] if str(r) != me["name"]]
                 if not recipients:
                     raise InvalidParams(f"type {type_name} has no routes (x-aos-routes): give --to")
         elif args.get("data") is not None:
