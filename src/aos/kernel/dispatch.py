@@ -280,6 +280,8 @@ class Dispatcher:
     async def ask(self, unit: ReActUnit, call: ToolCall, command: str, cwd: str, verdict: Ask) -> str | None:
         """Record a durable approval request and wait for a human; returns the command to run,
         or None when denied (a ``tool.result`` saying so is already written)."""
+        # The call's assistant fact is durable before anything about the call is written.
+        await unit.settle_appends()
         # Waiting before the approval is visible: whoever sees it pending sees the session wait.
         await self._mark_waiting(unit)
         row = await self.store.create_approval(

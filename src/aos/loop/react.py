@@ -108,6 +108,7 @@ class ReActUnit:
     _last_prompt_tokens: int | None = None
     _assembled_seq: int = 0
     _format_errors: int = 0
+    _deferred: asyncio.Future[int] | None = None
     #: The model's final answer (the text of its last message without tool calls).
     reply: str | None = None
     #: Set once the unit writes its end: what is left is giving the lease back.
@@ -124,16 +125,39 @@ class ReActUnit:
         }
 
     async def append(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> int:
+        """Append a fact durably (after any fact still being written: order is kept)."""
+        key = self._next_key()
+        await self.settle_appends()
+        return await self._write(kind, role, body, meta, key)
+
+    def append_soon(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> None:
+        """Start appending a fact and go on; the next :meth:`append` (or :meth:`settle_appends`)
+        waits for it first. Its commit then overlaps the hooks that run in between, and nothing
+        with a side effect happens before it is durable."""
+        key = self._next_key()
+        self._deferred = asyncio.ensure_future(self._write(kind, role, body, meta, key))
+
+    async def settle_appends(self) -> None:
+        """Wait until a fact started with :meth:`append_soon` is durable (raises its error)."""
+        if self._deferred is not None:
+            task, self._deferred = self._deferred, None
+            await task
+
+    def _next_key(self) -> str:
         self.spec.key_counter += 1
-        meta = {**(meta or {}), "dispatch_id": self.spec.dispatch_id}
+        return f"{self.spec.dispatch_id}:{self.spec.key_counter}"
+
+    async def _write(
+        self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None, key: str
+    ) -> int:
         res = await self.dispatcher.kernel.append(
             self.spec.session_id,
             epoch=self.spec.epoch,
             kind=kind,
             role=role,
             body=body,
-            meta=meta,
-            idempotency_key=f"{self.spec.dispatch_id}:{self.spec.key_counter}",
+            meta={**(meta or {}), "dispatch_id": self.spec.dispatch_id},
+            idempotency_key=key,
             agent_id=self.spec.agent["id"],
         )
         return res.seq
@@ -197,6 +221,8 @@ class ReActUnit:
     async def finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
         self.ending = True
         if status == "lease_lost":
+            with contextlib.suppress(Exception):
+                await self.settle_appends()  # refused, like every write of a lost lease
             return  # another writer owns the session now: write nothing more
         try:
             if status == "interrupted":
@@ -255,7 +281,9 @@ class ReActUnit:
         self.usage.add(usage)
         self._last_prompt_tokens = usage["prompt_tokens"]
         self.spec.steps += 1
-        await self.append(
+        # Durable before any command runs (the next append waits for it), but its commit overlaps
+        # the tool.env and tool.before hooks of the first call.
+        self.append_soon(
             "message",
             "assistant",
             {
@@ -268,6 +296,7 @@ class ReActUnit:
         )
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
         if not reply.tool_calls:
+            await self.settle_appends()
             self.reply = reply.text
             return True
         for call in reply.tool_calls:
