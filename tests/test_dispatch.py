@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from aos.kernel.hooks import HookHandler
-from aos_sdk.connection import RpcConnection
+from aos_sdk.connection import RpcConnection, open_connection
 from aos_sdk.errors import InvalidParams, NotFound, Rejected, SessionBusy
 from aos_sdk.testing import ScriptedModel
 
@@ -656,3 +656,36 @@ async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
             (sid,),
         )
     assert await k.dispatcher.recover() == []
+
+
+async def test_a_dispatch_sent_the_moment_the_previous_one_ends_is_not_refused(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
+) -> None:
+    """A client answering at once on seeing dispatch.end (as aos chat does) is not told session_busy
+    while the previous run is still giving its lease back."""
+    rounds = 20
+    outcomes: asyncio.Queue[str] = asyncio.Queue()
+    for i in range(rounds):
+        model.add({"text": f"answer {i}"})
+
+    async with open_connection(kernel.paths.kernel_sock) as client:
+
+        async def again() -> None:
+            try:
+                await client.call("session.dispatch", {"session": sid, "message": "next"})
+                outcomes.put_nowait("started")
+            except SessionBusy as exc:
+                outcomes.put_nowait(f"refused: {exc.message}")
+
+        def on_fact(note: Any) -> None:
+            if note.params["fact"]["kind"] == "dispatch.end":
+                asyncio.get_running_loop().create_task(again())  # at once, from the notification
+
+        async with open_connection(kernel.paths.kernel_sock, on_notification=on_fact) as sub:
+            await sub.call("history.subscribe", {"session": sid})
+            await call(rpc, "session.dispatch", {"session": sid, "message": "first"})
+            got: list[str] = []
+            while len(got) < rounds - 1 and not any(g.startswith("refused") for g in got):
+                got.append(await asyncio.wait_for(outcomes.get(), 30))
+            await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    assert got == ["started"] * (rounds - 1)

@@ -786,7 +786,6 @@ class Store:
         ended: bool = False,
         epoch: int | None = None,
         owner: str | None = None,
-        input_seq: int | None = None,
     ) -> None:
         sets: list[str] = []
         params: list[Any] = []
@@ -795,7 +794,6 @@ class Store:
             ("steps", steps),
             ("epoch", epoch),
             ("owner", owner),
-            ("input_seq", input_seq),
         ):
             if val is not None:
                 sets.append(f"{col} = %s")

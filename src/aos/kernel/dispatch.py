@@ -67,6 +67,8 @@ class Dispatcher:
         self.units: dict[str, ReActUnit] = {}
         #: Session -> the last seq given to ``session.assemble`` (the next dispatch sends what follows).
         self.assembled: dict[str, int] = {}
+        #: Model -> its input window in tokens (0: unknown), looked up once per model.
+        self.windows: dict[str, int] = {}
         #: Session -> the task of a dispatch that has written its end and is releasing the lease.
         self._ending: dict[str, asyncio.Task[None]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}

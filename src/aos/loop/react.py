@@ -323,7 +323,13 @@ class ReActUnit:
         facts = await store.list_history(sid, after_seq=since, limit=100_000)
         head = facts[-1]["seq"] if facts else since
         if self._window is None:
-            self._window = await asyncio.to_thread(context_window, self.spec.model) or 0
+            # Known models are answered from the dispatcher's memory; the first lookup of a model
+            # may import litellm, so it runs off the event loop.
+            known = self.dispatcher.windows.get(self.spec.model)
+            if known is None:
+                known = await asyncio.to_thread(context_window, self.spec.model) or 0
+                self.dispatcher.windows[self.spec.model] = known
+            self._window = known
         prev = self._context or []
         try:
             out = await self.dispatcher.hooks.transform(
