@@ -26,7 +26,7 @@ import pytest
 
 from aos.config import Config, Paths, load_config
 from aos.db.embedded import EmbeddedPostgres
-from aos.db.store import Store
+from aos.db.store import Store, redact_dsn
 from aos.kernel.kernel import DatabaseSettings, Kernel
 from aos.kernel.server import KernelServer, serve_kernel_socket
 from aos_sdk.connection import RpcConnection, open_connection
@@ -112,7 +112,7 @@ async def kernel(
     data = {**config.data, "limits": {**config.data["limits"], **limits}, "skills": skills}
     cfg = Config(data, config.sources)
     async with Store.open(db_url) as store:
-        db = DatabaseSettings(kind="external", url=db_url, unsafe_durability=False)
+        db = DatabaseSettings(kind="external", url=redact_dsn(db_url), unsafe_durability=False)
         async with (
             Kernel.running(store, cfg, paths, db) as k,
             serve_kernel_socket(

