@@ -8,7 +8,13 @@ only the second (:func:`scrub_values`), so facts keep their shape:
   (``prompt_tokens`` is not a secret);
 - any occurrence, inside any string, of the value of a secret environment variable (names ending
   in ``_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD`` or containing ``API_KEY``) becomes
-  ``"***"``, so a key pasted into a command or a message is not written out either.
+  ``"***"``, so a key pasted into a command or a message is not written out either;
+- well-known credential shapes, whoever's they are, become ``"***"`` too: AWS access key ids
+  (``AKIA…``/``ASIA…``), GitHub tokens (``ghp_…``, ``github_pat_…``), ``sk-…`` API keys (OpenAI,
+  Anthropic, OpenRouter), Slack tokens (``xox…-``), Google API keys (``AIza…``) and PEM private key
+  blocks.
+
+:func:`scrub_bytes` applies the last two to raw command output before it is stored in ``content``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import re
 from typing import Any
 
-__all__ = ["SECRET", "redact", "refresh_secret_values", "scrub_values"]
+__all__ = ["SECRET", "redact", "refresh_secret_values", "scrub_bytes", "scrub_values"]
 
 SECRET = "***"
 # Whole key names only: "api_key", "auth_token", "password" are secrets; "prompt_tokens" is not.
@@ -28,14 +34,27 @@ _KEY_RE = re.compile(
 )
 _ENV_RE = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD|API_KEY)$|API_KEY", re.I)
 _values: list[str] = []
+_SHAPES_SRC = (
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?-----END[A-Z0-9 ]*PRIVATE KEY-----"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{36,}"
+    r"|\bgithub_pat_[A-Za-z0-9_]{40,}"
+    r"|\bsk-[A-Za-z0-9_-]{20,}"
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|\bAIza[0-9A-Za-z_-]{35}"
+)
+_SHAPES = re.compile(_SHAPES_SRC, re.S)
+_SHAPES_B = re.compile(_SHAPES_SRC.encode(), re.S)
+_values_b: list[bytes] = []
 
 
 def refresh_secret_values() -> None:
     """Re-read which environment values are secrets (call after loading ``.env``)."""
-    global _values
+    global _values, _values_b
     found = {v for k, v in os.environ.items() if _ENV_RE.search(k) and len(v) >= 8}
     # Longest first, so a secret that contains another is replaced whole.
     _values = sorted(found, key=len, reverse=True)
+    _values_b = [v.encode() for v in _values]
 
 
 refresh_secret_values()
@@ -45,16 +64,22 @@ def _scrub(text: str) -> str:
     for value in _values:
         if value in text:
             text = text.replace(value, SECRET)
-    return text
+    return _SHAPES.sub(SECRET, text)
+
+
+def scrub_bytes(data: bytes) -> bytes:
+    """Raw output with secret values and credential shapes replaced (for ``content``)."""
+    for value in _values_b:
+        if value in data:
+            data = data.replace(value, SECRET.encode())
+    return _SHAPES_B.sub(SECRET.encode(), data)
 
 
 def scrub_values(value: Any) -> Any:
-    """A copy of ``value`` with secret environment values replaced; keys are left alone.
+    """A copy of ``value`` with secret values and credential shapes replaced; keys are left alone.
 
     For history: a fact keeps its shape, but a key pasted into it is not stored.
     """
-    if not _values:
-        return value
     if isinstance(value, str):
         return _scrub(value)
     if isinstance(value, dict):
@@ -67,7 +92,7 @@ def scrub_values(value: Any) -> Any:
 def redact(value: Any) -> Any:
     """A copy of ``value`` with secrets replaced by ``"***"``."""
     if isinstance(value, str):
-        return _scrub(value) if _values else value
+        return _scrub(value)
     if isinstance(value, dict):
         return {
             k: (SECRET if isinstance(k, str) and _KEY_RE.search(k) and v not in (None, "") else redact(v))

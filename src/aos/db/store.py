@@ -38,6 +38,8 @@ from aos_sdk.errors import (
     Unavailable,
 )
 
+from ..redact import scrub_bytes
+
 __all__ = ["Store", "new_id", "redact_dsn"]
 
 set_json_dumps(orjson.dumps)
@@ -622,6 +624,7 @@ class Store:
     async def put_content(
         self, *, agent_id: str, session_id: str | None, data: bytes, mime: str
     ) -> dict[str, Any]:
+        data = scrub_bytes(data)  # secrets never reach the content table either
         cid = hashlib.sha256(data).hexdigest()
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
         await self._exec(
