@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aos_sdk.connection import RpcConnection
@@ -14,6 +15,14 @@ async def call(
 ) -> Any:
     COVERED.add(method)
     return await rpc.call(method, params or {}, timeout=timeout)
+
+
+def workspace(home: Path, agent: str = "alice") -> Path:
+    """The agent's default workspace, made now: the only place of this machine its sandboxed bash
+    can write, so tests hand files and FIFOs to commands there."""
+    ws = home / "workspaces" / agent
+    ws.mkdir(parents=True, exist_ok=True)
+    return ws
 
 
 async def scripted_session(

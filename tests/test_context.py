@@ -115,7 +115,10 @@ async def test_a_note_arriving_while_a_command_runs_waits_for_its_result(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel, tmp_path: Path
 ) -> None:
     sid = await scripted_session(rpc, model.url)
-    fifo = tmp_path / "gate"
+    # In the workspace: the sandbox shows bash nothing else of this machine's files.
+    workspace = kernel.paths.workspaces / "alice"
+    workspace.mkdir(parents=True)
+    fifo = workspace / "gate"
     os.mkfifo(fifo)
     model.add({"bash": f"cat {fifo}"}, {"text": "noted"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "wait for it"})

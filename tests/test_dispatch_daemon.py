@@ -20,6 +20,7 @@ from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import live_processes_mentioning
+from .rpc import workspace
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,8 @@ def follow_until(home: Path, sid: str, after: int, until: str, timeout: float = 
 
 
 def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, tmp_path: Path) -> None:
-    count = tmp_path / "count"  # outside the workspace
-    fifo = tmp_path / "started.fifo"
+    count = workspace(home) / "count"
+    fifo = workspace(home) / "started.fifo"
     os.mkfifo(fifo)
     # A duration no other test uses: the leftover check below looks for this very process.
     model.add({"bash": f"echo run >> {count}; echo go > {fifo}; sleep 397"})
@@ -100,7 +101,7 @@ def test_approval_survives_a_daemon_restart(
     aos: Any, home: Path, model: ScriptedModel, tmp_path: Path
 ) -> None:
     (home / "aoscb.json").write_text("{}")  # aos-guard on, as it is out of the box
-    count = tmp_path / "count"
+    count = workspace(home) / "count"
     model.add({"bash": f"echo approved >> {count} # NEEDS-OK"}, {"text": "done after approval"})
     assert aos("start").returncode == 0
     sid = setup_agent(home, model, guard={"ask": ["NEEDS-OK"]})
@@ -225,7 +226,7 @@ def test_guard_example_dropped_into_a_running_daemon(
             )
             if status and status["state"] == "running":
                 break
-    marker = tmp_path / "ran"
+    marker = workspace(home) / "ran"
     # The pattern is only echoed: harmless even if the guard failed.
     model.add({"bash": f"echo 'rm -rf /' > /dev/null; touch {marker}"}, {"text": "refused, as expected"})
     aos("send", sid, "clean up")
@@ -238,7 +239,7 @@ def test_guard_example_dropped_into_a_running_daemon(
 def test_send_wait_shows_notes_that_arrive_during_the_reply(
     aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str], tmp_path: Path
 ) -> None:
-    fifo = tmp_path / "gate"
+    fifo = workspace(home) / "gate"
     os.mkfifo(fifo)
     model.add({"bash": f"cat {fifo}"}, {"text": "ok"})
     assert aos("start").returncode == 0

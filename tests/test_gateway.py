@@ -124,8 +124,9 @@ async def test_a_disabled_skill_cannot_be_invoked(
 ) -> None:
     sid = await setup(rpc, kernel, model)
     await call(rpc, "skill.disable", {"skill": "notes", "session": sid})
-    cli = kernel.paths.home / "skills" / "notes" / "bin" / "notes"
-    model.add({"bash": [f"{sys.executable} {cli} add secret", "notes list"]}, {"text": "done"})
+    # The skill's CLI is not even in the sandbox where the skill is off; the agent writes its own.
+    own_cli = "python3 -c 'from aos_sdk.cli import main; main(\"notes\")' add secret"
+    model.add({"bash": [own_cli, "notes list"]}, {"text": "done"})
     direct, on_path = await run(rpc, kernel, sid)
     assert direct["exit_code"] == 1 and "skill 'notes' is not enabled in this session" in direct["output"]
     assert on_path["exit_code"] == 127  # its bin/ is not on PATH where the skill is off

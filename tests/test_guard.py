@@ -15,7 +15,7 @@ from aos.skills.supervisor import Policy, State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call, scripted_session
+from .rpc import call, scripted_session, workspace
 
 GUARDED = [{"guard": True}]
 
@@ -54,7 +54,7 @@ async def test_destructive_commands_are_refused(
 ) -> None:
     await ready(kernel)
     sid = await scripted_session(rpc, model.url)
-    marker = tmp_path / "ran"
+    marker = workspace(kernel.paths.home) / "ran"
     # Each would be refused before running; each also only touches a marker if it ever did run.
     model.add(
         {
@@ -80,10 +80,12 @@ async def test_risky_commands_go_to_a_person(
 ) -> None:
     await ready(kernel)
     sid = await scripted_session(rpc, model.url)
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
+    # Outside the workspace, in the agent's private /tmp (its sandbox shows nothing else).
+    tmp = kernel.paths.agent_dir("alice") / "tmp"
+    a, b = tmp / "a", tmp / "b"
+    a.mkdir(parents=True)
     b.mkdir()
-    model.add({"bash": [f"rm -rf {a}", f"rm -rf {b}"]}, {"text": "ok"})
+    model.add({"bash": ["rm -rf /tmp/a", "rm -rf /tmp/b"]}, {"text": "ok"})
     out = await results(rpc, kernel, sid, approve=["approve", "deny"])
     assert [r["outcome"] for r in out] == ["ok", "denied"]
     assert not a.exists() and b.exists()

@@ -17,7 +17,7 @@ from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import gone
-from .rpc import call, scripted_session
+from .rpc import call, scripted_session, workspace
 
 # The example of the original design, exactly as written.
 GUARD_MD = """---
@@ -79,7 +79,7 @@ async def test_the_guard_example_blocks_rm_rf(
         "tool.before"
     ]
 
-    marker = tmp_path / "ran"
+    marker = workspace(kernel.paths.home) / "ran"
     sid = await agent_session(rpc, model)
     # Harmless even if the guard failed: the pattern is only echoed.
     model.add({"bash": f"echo 'rm -rf /' > /dev/null; touch {marker}"}, {"bash": "echo fine"}, {"text": "ok"})
@@ -138,6 +138,28 @@ async def test_a_crashing_service_is_quarantined_without_disturbing_others(
     model.add({"bash": "echo unaffected"}, {"text": "ok"})
     facts = await dispatch(rpc, kernel, sid)
     assert next(f["body"] for f in facts if f["kind"] == "tool.result")["output"] == "unaffected\n"
+
+
+async def test_a_person_starts_a_quarantined_service_again(rpc: RpcConnection, kernel: Any) -> None:
+    kernel.kernel.services.policy = Policy(backoff_first_s=0.01, backoff_max_s=0.05)
+    md = "---\nname: flaky\ndescription: Dies until fixed.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    # It dies while a marker file exists outside its folder (so fixing it is not a skill change).
+    broken = kernel.paths.home / "flaky-broken"
+    broken.write_text("")
+    py = f"import pathlib, sys\nif pathlib.Path({str(broken)!r}).exists():\n    sys.exit(3)\n" + GUARD_PY
+    write(kernel.paths.home, "flaky", md, py)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["flaky"]
+    assert await asyncio.wait_for(runner.wait_state(State.QUARANTINED), 30) == State.QUARANTINED
+    # A plain re-scan changes nothing: the skill did not change.
+    assert (await call(rpc, "skill.reload"))["revived"] == []
+    assert runner.state.state == State.QUARANTINED
+    broken.unlink()  # the person fixed what it needed, then:
+    res = await call(rpc, "skill.reload", {"skill": "flaky"})
+    assert res["revived"] == ["flaky"]
+    assert await asyncio.wait_for(runner.wait_state(State.RUNNING), 30) == State.RUNNING
+    shown = await call(rpc, "skill.get", {"skill": "flaky"})
+    assert shown["service_status"]["state"] == "running" and shown["permissions"] == []
 
 
 async def test_services_may_call_only_their_permitted_syscalls(

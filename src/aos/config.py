@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
         "model_backoff_ms": 500,
     },
     "ui": {"port": 8765},
+    # Agent commands run under bubblewrap: auto (when it works), required, or off. See docs/sandbox.md.
+    "sandbox": {
+        "mode": "auto",
+        "network": True,
+        "limits": {"processes": 4096, "file_size_mb": 2048, "cpu_s": 600, "memory_mb": 0, "open_files": 4096},
+    },
 }
 
 
@@ -99,6 +105,15 @@ class Paths:
     @property
     def skills(self) -> Path:
         return self.home / "skills"
+
+    def agent_dir(self, name: str) -> Path:
+        """An agent's private ``home`` and ``tmp`` (what its sandbox shows as ``HOME`` and ``/tmp``)."""
+        return self.home / "agents" / name
+
+    @property
+    def pg_password(self) -> Path:
+        """The embedded PostgreSQL's password (0600), made at initdb."""
+        return self.home / "pg.password"
 
     @property
     def user_config(self) -> Path:
@@ -172,6 +187,12 @@ def load_config(paths: Paths) -> Config:
     cfg = Config(data, sources)
     for name in DEFAULTS["limits"]:
         cfg.limit(name)
+    from .loop.sandbox import SandboxError, resolve_settings
+
+    try:
+        resolve_settings(data.get("sandbox"))
+    except SandboxError as exc:
+        raise ConfigError(str(exc)) from exc
     return cfg
 
 

@@ -246,6 +246,10 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     durability = "" if not db["unsafe_durability"] else "  (UNSAFE durability)"
     _out(f"  database   {db['kind']} PostgreSQL {db['server_version']}: {db['url']}{durability}")
     _out(f"  schema     version {st['schema_version']}")
+    sb = st.get("sandbox") or {}
+    if sb:
+        flag = "" if sb["in_force"] == "bwrap" or sb["mode"] == "off" else "  (WARNING)"
+        _out(f"  sandbox    {sb['in_force']} (mode {sb['mode']}): {sb['why']}{flag}")
     for name, path in st["sockets"].items():
         _out(f"  socket     {name}: {path}")
     _out(
@@ -734,10 +738,12 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
     if getattr(args, "agent", None):
         scope["agent"] = args.agent
     if args.skills_cmd == "reload":
-        res = _call(paths, "skill.reload")
+        res = _call(paths, "skill.reload", {"skill": args.name} if args.name else {})
         if args.json:
             _print_json(res)
         else:
+            for name in res.get("revived", []):
+                _out(f"{name}: its quarantined service is starting again")
             _out(
                 f"{res['count']} skills; added {res['added'] or '-'}, removed {res['removed'] or '-'}, changed {res['changed'] or '-'}"
             )
@@ -763,7 +769,14 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
         if sk["enabled"] is not None:
             _out(f"  {'enabled' if sk['enabled'] else 'disabled'} ({sk['why']})")
         if sk["service"]:
-            _out(f"  service: {sk['service']}; permissions: {' '.join(sk['permissions']) or '-'}")
+            _out(f"  service: {sk['service']}")
+            _out(f"  may call: {' '.join(sk['permissions']) or 'no syscalls'}")
+            _out(f"  environment from the daemon: {' '.join(sk['env']) or 'none declared (aos-env)'}")
+            st = sk.get("service_status")
+            if st:
+                _out(f"  state: {_service_cell(sk)}")
+                if st.get("last_error"):
+                    _out(f"  last error: {st['last_error']}")
         for d in sk["diagnostics"]:
             _out(f"  {d['level']}: {d['message']}")
         _out("")
@@ -786,13 +799,14 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
                 "yes" if sk["spec_valid"] else "no",
                 "yes" if sk["usable"] else "no",
                 _service_cell(sk),
+                (" ".join(sk["permissions"]) or "-") if sk["service"] else "-",
                 _clip(problems, 70),
             ]
         )
     if not rows:
         _out(f"no skills in {', '.join(res['roots'])}")
         return EXIT_OK
-    _table(rows, ["skill", "state", "spec", "usable", "service", "diagnostics"])
+    _table(rows, ["skill", "state", "spec", "usable", "service", "may call", "diagnostics"])
     return EXIT_OK
 
 
@@ -914,7 +928,12 @@ def build_parser() -> argparse.ArgumentParser:
     sksub = sk.add_subparsers(dest="skills_cmd", metavar="ACTION")
     x = sksub.add_parser("show", parents=[common], help="one skill, with its SKILL.md text")
     x.add_argument("name")
-    sksub.add_parser("reload", parents=[common], help="re-scan the skill roots now")
+    x = sksub.add_parser(
+        "reload",
+        parents=[common],
+        help="re-scan the skill roots now; with a name, also restart that skill's quarantined service",
+    )
+    x.add_argument("name", nargs="?", help="a skill whose quarantined service should start again")
     x = sksub.add_parser("logs", help="the last lines of a skill service's log")
     x.add_argument("name")
     x.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all; default 50)")

@@ -20,6 +20,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from ..logs import get_logger
 from ..loop.bash import kill_leftovers
 from ..loop.model import ToolCall
 from ..loop.react import ReActUnit, Stop, UnitSpec
+from ..loop.sandbox import INSTALL_HINT, SandboxError, SandboxSettings, check_workspace
 from ..skills.index import enabled
 from .hooks import Ask, HookBus, Reject
 
@@ -105,6 +107,38 @@ class Dispatcher:
             return Path(str(agent["workspace"])).expanduser()
         return self.kernel.paths.workspaces / str(agent["name"])
 
+    def sandbox_for(self, agent: dict[str, Any]) -> SandboxSettings | None:
+        """The sandbox the agent's commands run in, or None for none (mode off, or auto where
+        bubblewrap does not work).
+
+        Raises:
+            Rejected: invalid settings, a required sandbox that cannot run here, or a workspace
+                that would put AOS's own files within the agent's reach.
+        """
+        try:
+            settings = self.kernel.sandbox_settings(agent["settings"])
+        except SandboxError as exc:
+            raise Rejected(f"agent {agent['name']!r}: {exc}") from None
+        probe = self.kernel.sandbox_probe
+        if settings.mode == "off" or (settings.mode == "auto" and not probe.available):
+            return None
+        if not probe.available:
+            raise Rejected(
+                f"agent {agent['name']!r} requires the sandbox (sandbox.mode: required), but it cannot "
+                f"run here: {probe.reason}. To fix: {INSTALL_HINT}",
+                sandbox=probe.reason,
+            )
+        paths = self.kernel.paths
+        from ..config import CHECKOUT
+
+        protected = [paths.home, *self.kernel.skills.roots, CHECKOUT / "src", CHECKOUT / "sdk"]
+        protected.append(Path(sys.prefix))
+        try:
+            check_workspace(self._workspace(agent), protected=protected, workspaces_root=paths.workspaces)
+        except SandboxError as exc:
+            raise Rejected(f"agent {agent['name']!r}: {exc}") from None
+        return settings
+
     # -- start ---------------------------------------------------------------------------------
 
     async def start(self, session_id: str, text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -122,6 +156,7 @@ class Dispatcher:
             raise Rejected(f"dispatch.before refused by {gate.skill}: {gate.reason}", skill=gate.skill)
         text = str(gate.get("message", text)) if isinstance(gate, dict) else text
         model, params = self._model(agent, session)
+        sandbox = self.sandbox_for(agent)
         owner = f"{self.kernel_id}/{dispatch_id}"
         # A client that saw the previous dispatch's end may ask again before its lease is given
         # back: wait for that (milliseconds) rather than answer session_busy.
@@ -137,7 +172,7 @@ class Dispatcher:
         try:
             # The message first, then the row that points at it: a crash in between leaves a
             # message without a dispatch, and recovery just frees the lease.
-            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params), self)
+            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params, sandbox), self)
             seq = await unit.append("message", "user", {"text": text}, meta)
             unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
             await self.store.create_dispatch(
@@ -177,8 +212,10 @@ class Dispatcher:
         epoch: int,
         model: str,
         params: dict[str, Any],
+        sandbox: SandboxSettings | None = None,
     ) -> UnitSpec:
         return UnitSpec(
+            sandbox=sandbox,
             dispatch_id=dispatch_id,
             session_id=session["id"],
             skills=self.catalog(agent, session),
@@ -421,7 +458,13 @@ class Dispatcher:
             return
         pending = await self.store.pending_approval_for(dispatch["id"])
         model, params = self._model(agent, session)
-        spec = self._spec(dispatch["id"], session, agent, epoch, model, params)
+        sandbox, refusal = None, None
+        try:
+            sandbox = self.sandbox_for(agent)
+        except Rejected as exc:
+            refusal = exc.message  # the resumed unit stops with it rather than run unsandboxed
+        spec = self._spec(dispatch["id"], session, agent, epoch, model, params, sandbox)
+        spec.sandbox_refusal = refusal
         spec.input_seq = dispatch.get("input_seq")
         unit = ReActUnit(spec, self)
         await self.store.update_dispatch(dispatch["id"], epoch=epoch, owner=new_owner)

@@ -27,6 +27,8 @@ from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
+from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
+from ..loop.sandbox import probe as probe_sandbox
 from ..redact import redact, scrub_values
 from ..skills.index import SkillIndex, skill_roots
 from ..skills.services import ServiceManager
@@ -113,6 +115,8 @@ class Kernel:
         #: where it is enabled).
         self.enabled_cache: dict[str, set[str]] = {}
         self._reload_lock = asyncio.Lock()
+        #: Whether bubblewrap works here (probed once at start).
+        self.sandbox_probe = Probe(False, "not probed yet")
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -130,6 +134,7 @@ class Kernel:
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
+            await kernel.probe_sandbox()
             await kernel.gateway.start()
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
@@ -147,6 +152,43 @@ class Kernel:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             await kernel.flush_log()
+
+    # -- sandbox -------------------------------------------------------------------------------
+
+    async def probe_sandbox(self) -> None:
+        """Find out once whether agent commands can be sandboxed, and say so loudly if not."""
+        self.sandbox_probe = await asyncio.to_thread(probe_sandbox)
+        mode = self.sandbox_settings().mode
+        if self.sandbox_probe.available:
+            log.info("sandbox.ready", bwrap=self.sandbox_probe.version, mode=mode)
+        elif mode == "auto":
+            log.warning(
+                "sandbox.unavailable",
+                reason=self.sandbox_probe.reason,
+                effect="agent commands run UNSANDBOXED, as the daemon's user, with its whole filesystem in view",
+            )
+        elif mode == "required":
+            log.error(
+                "sandbox.unavailable", reason=self.sandbox_probe.reason, effect="dispatches are refused"
+            )
+
+    def sandbox_settings(self, agent_settings: dict[str, Any] | None = None) -> SandboxSettings:
+        """The sandbox settings for an agent (``aoscb.json`` under its own ``settings.sandbox``)."""
+        return resolve_settings(self.config.data.get("sandbox"), (agent_settings or {}).get("sandbox"))
+
+    def sandbox_status(self) -> dict[str, Any]:
+        mode = self.sandbox_settings().mode
+        p = self.sandbox_probe
+        in_force = "bwrap" if p.available and mode != "off" else "off"
+        if mode == "off":
+            why = "turned off in aoscb.json (sandbox.mode: off)"
+        elif p.available:
+            why = f"{p.version or 'bubblewrap'} works here"
+        elif mode == "required":
+            why = f"required but unavailable, dispatches are refused: {p.reason}"
+        else:
+            why = f"unavailable, commands run unsandboxed: {p.reason}"
+        return {"mode": mode, "in_force": in_force, "why": why, "bwrap": p.bwrap, "version": p.version}
 
     # -- syscalls ------------------------------------------------------------------------------
 
@@ -451,4 +493,5 @@ class Kernel:
             ),
             sockets={"kernel": str(self.paths.kernel_sock), "agent": str(self.paths.agent_sock)},
             counts=counts,
+            sandbox=self.sandbox_status(),
         )

@@ -59,6 +59,9 @@ class StatusResult(Result):
     database: DatabaseInfo
     sockets: dict[str, str]
     counts: dict[str, int]
+    sandbox: dict[str, Any] = Field(
+        description="the agent sandbox: mode (auto|required|off), in_force (bwrap|off), why"
+    )
 
 
 class Ping(Params):
@@ -475,7 +478,8 @@ class SkillInfo(Result):
     service_status: dict[str, Any] | None = Field(
         description="state, pid, restarts, last error, hooks, commands"
     )
-    permissions: list[str]
+    permissions: list[str] = Field(description="the syscalls its service may call (aos-permissions)")
+    env: list[str] = Field(description="the daemon's variables its service receives (aos-env)")
     diagnostics: list[dict[str, str]]
 
 
@@ -514,8 +518,15 @@ class SkillLoaded(Result):
     seq: int
 
 
+class SkillReload(Params):
+    skill: str | None = Field(
+        default=None, min_length=1, description="also start this skill's quarantined service again"
+    )
+
+
 class SkillReloadResult(Result):
     added: list[str]
     removed: list[str]
     changed: list[str]
+    revived: list[str] = Field(default_factory=list, description="quarantined services started again")
     count: int

@@ -5,18 +5,27 @@ pipeline, a service's helper) would stay a zombie forever. As a subreaper, the d
 parent of such orphans instead, and :func:`reap_orphans` collects them. It never calls
 ``waitpid(-1)``: that would steal the exit status of children that ``subprocess`` or asyncio is
 waiting for. It reaps only zombie children that nobody tracks.
+
+A child is tracked only once its spawn returns, and asyncio's spawn awaits between the fork and
+that moment: a command that exits at once could be reaped here first, and asyncio would then
+report its exit code as 255. So spawns run inside :func:`spawning`, and the reaper waits while
+any spawn is under way (it runs again when the last one is tracked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["become_subreaper", "reap_orphans", "track", "untrack"]
+__all__ = ["become_subreaper", "reap_orphans", "spawning", "track", "untrack"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 _tracked: set[int] = set()
+_spawns = 0
+_reap_deferred = False
 
 
 def become_subreaper() -> bool:
@@ -35,6 +44,19 @@ def track(pid: int) -> None:
 
 def untrack(pid: int) -> None:
     _tracked.discard(pid)
+
+
+@contextlib.contextmanager
+def spawning() -> Iterator[None]:
+    """Hold the reaper off while a child is spawned and tracked (see the module docstring)."""
+    global _spawns
+    _spawns += 1
+    try:
+        yield
+    finally:
+        _spawns -= 1
+        if _spawns == 0 and _reap_deferred:
+            reap_orphans()
 
 
 def _children() -> set[int]:
@@ -62,6 +84,11 @@ def _is_zombie(pid: int) -> bool:
 
 def reap_orphans() -> list[int]:
     """Reap zombie children that no one tracks; returns their pids."""
+    global _reap_deferred
+    if _spawns:
+        _reap_deferred = True
+        return []
+    _reap_deferred = False
     reaped = []
     for pid in _children() - _tracked:
         if not _is_zombie(pid):

@@ -348,6 +348,7 @@ def _info(
         **{key: d[key] for key in ("name", "path", "description", "spec_valid", "usable", "default_enabled")},
         "service": d["service"],
         "permissions": d["permissions"],
+        "env": d["env"],
         "diagnostics": d["diagnostics"],
         "enabled": on,
         "why": why,
@@ -447,9 +448,15 @@ async def skill_load(k: Kernel, ctx: CallContext, p: m.SkillLoad) -> m.SkillLoad
     return m.SkillLoaded(skill=sk.name, session_id=session["id"], seq=res.seq)
 
 
-async def skill_reload(k: Kernel, ctx: CallContext, p: m.Empty) -> m.SkillReloadResult:
+async def skill_reload(k: Kernel, ctx: CallContext, p: m.SkillReload) -> m.SkillReloadResult:
+    revived: list[str] = []
+    if p.skill is not None:
+        _skill(k, p.skill)
+        runner = k.services.runners.get(p.skill)
+        if runner is not None and runner.revive():
+            revived.append(p.skill)
     changes = await k.reload_skills()
-    return m.SkillReloadResult(**changes, count=len(k.skills.skills))
+    return m.SkillReloadResult(**changes, revived=revived, count=len(k.skills.skills))
 
 
 # -- runtime log -------------------------------------------------------------------------------
@@ -596,7 +603,14 @@ def _entries() -> list[Syscall]:
         Syscall(
             "skill.load", c, m.SkillLoad, m.SkillLoaded, skill_load, "append a skill's text to a session"
         ),
-        Syscall("skill.reload", c, m.Empty, m.SkillReloadResult, skill_reload, "re-scan the skill roots"),
+        Syscall(
+            "skill.reload",
+            c,
+            m.SkillReload,
+            m.SkillReloadResult,
+            skill_reload,
+            "re-scan the skill roots; with a skill, also start its quarantined service again",
+        ),
     ]
 
 

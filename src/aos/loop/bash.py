@@ -134,28 +134,51 @@ def kill_leftovers(folder: Path) -> list[int]:
 
 
 async def run_bash(
-    command: str, *, cwd: str, env: dict[str, str], timeout: float, cap: int, track_dir: Path | None = None
+    command: str,
+    *,
+    cwd: str,
+    env: dict[str, str],
+    timeout: float,
+    cap: int,
+    track_dir: Path | None = None,
+    argv: list[str] | None = None,
 ) -> RunResult:
     """Run ``command``; see the module docstring. Cancelling kills the command's group.
 
-    With ``track_dir``, the group id is kept in a file there while the command runs, so that a
-    daemon restarted after a crash can kill what the dead one left running.
+    ``argv``, when given, runs the command instead of ``bash -c`` (the sandbox: it ends all the
+    command's processes itself when its ``bash`` exits or the daemon dies, so no child set-up is
+    needed and CPython can spawn with vfork). Otherwise, with ``track_dir``, the group id is kept
+    in a file there while the command runs, so that a daemon restarted after a crash can kill what
+    the dead one left running.
     """
     t0 = time.perf_counter()
-    marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_child_setup(marker),
-    )
-    procs.track(proc.pid)
+    marker = None
+    with procs.spawning():
+        if argv is not None:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        else:
+            marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
+            proc = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_child_setup(marker),
+            )
+        procs.track(proc.pid)
     pgid = proc.pid
     out = _Collector(cap)
     assert proc.stdout is not None

@@ -27,6 +27,7 @@ from ..kernel.hooks import Ask, HookError, Reject
 from ..logs import get_logger
 from .bash import base_env, run_bash
 from .model import BASH_TOOL, ModelError, ToolCall, complete, context_window
+from .sandbox import GATEWAY_PATH, SandboxSettings, build_argv, skill_mounts
 
 if TYPE_CHECKING:
     from ..kernel.dispatch import Dispatcher
@@ -64,6 +65,10 @@ class UnitSpec:
     model_retries: int
     model_backoff_s: float
     skills: list[dict[str, str]] = field(default_factory=list)
+    #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
+    sandbox: SandboxSettings | None = None
+    #: Set when the sandbox this dispatch needs cannot be had (after a restart): the unit stops.
+    sandbox_refusal: str | None = None
     token: str = ""
     input_seq: int | None = None
     #: The input message's meta (None after a restart: read it from history).
@@ -199,6 +204,8 @@ class ReActUnit:
             # Right after a start or a reload, wait for this session's services to register.
             names = {s["name"] for s in self.spec.skills}
             await self.dispatcher.kernel.services.settle(names, timeout=12)
+            if self.spec.sandbox_refusal:
+                raise Stop("refused", self.spec.sandbox_refusal)
             if resume:
                 await self.resume_pending_calls()
             while True:
@@ -423,21 +430,53 @@ class ReActUnit:
         bins = [str(Path(s["path"]).parent / "bin") for s in self.spec.skills]
         bins = [b for b in bins if Path(b).is_dir()]  # noqa: ASYNC240 - a few stat calls per command
         env["PATH"] = os.pathsep.join([*bins, str(Path(sys.executable).parent), env["PATH"]])
+        sandboxed = self.spec.sandbox is not None
+        if sandboxed:
+            env["HOME"] = str(self._agent_dir() / "home")
         env.update(
             {
                 "AOS_SESSION_ID": self.spec.session_id,
                 "AOS_AGENT_ID": self.spec.agent["id"],
                 "AOS_AGENT": self.spec.agent["name"],
                 "AOS_DISPATCH_ID": self.spec.dispatch_id,
-                "AOS_GATEWAY": str(self.dispatcher.kernel.gateway.path),
+                "AOS_GATEWAY": GATEWAY_PATH if sandboxed else str(self.dispatcher.kernel.gateway.path),
                 "AOS_TOKEN": self.spec.token,
             }
         )
         return env
 
+    def _agent_dir(self) -> Path:
+        return self.dispatcher.kernel.paths.agent_dir(str(self.spec.agent["name"]))
+
+    def sandbox_argv(self, command: str, cwd: str) -> list[str] | None:
+        """How to run ``command`` in this agent's sandbox (None: run it as it is)."""
+        settings = self.spec.sandbox
+        bwrap = self.dispatcher.kernel.sandbox_probe.bwrap
+        if settings is None or bwrap is None:
+            return None
+        home, tmp = self._agent_dir() / "home", self._agent_dir() / "tmp"
+        for d in (home, tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        return build_argv(
+            command,
+            bwrap=bwrap,
+            settings=settings,
+            workspace=self.spec.workspace,
+            cwd=Path(cwd),
+            home=home,
+            tmp=tmp,
+            gateway=self.dispatcher.kernel.gateway.path,
+            skill_paths=skill_mounts([Path(s["path"]) for s in self.spec.skills]),
+        )
+
     async def execute(self, call_id: str, command: str, cwd: str, env: dict[str, str]) -> None:
         Path(cwd).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - microseconds, once per command
-        await self.append("tool.started", None, {"call_id": call_id, "command": command, "cwd": cwd})
+        argv = self.sandbox_argv(command, cwd)
+        await self.append(
+            "tool.started",
+            None,
+            {"call_id": call_id, "command": command, "cwd": cwd, "sandbox": "bwrap" if argv else "off"},
+        )
         try:
             res = await self.until_interrupted(
                 run_bash(
@@ -447,6 +486,7 @@ class ReActUnit:
                     timeout=self.spec.bash_timeout_s,
                     cap=self.spec.output_cap_bytes,
                     track_dir=self.dispatcher.commands_dir,
+                    argv=argv,
                 )
             )
         except Stop:

@@ -20,6 +20,7 @@ until enabled).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ class SkillManifest:
     metadata: dict[str, str] = field(default_factory=dict)
     service: str | None = None
     permissions: frozenset[str] = frozenset()
+    #: Environment variables the service needs from the daemon (``metadata.aos-env``).
+    env: tuple[str, ...] = ()
     default_enabled: bool = True
     spec_valid: bool = False
     usable: bool = False
@@ -77,6 +80,7 @@ class SkillManifest:
             "metadata": self.metadata,
             "service": self.service,
             "permissions": sorted(self.permissions),
+            "env": list(self.env),
             "default_enabled": self.default_enabled,
             "spec_valid": self.spec_valid,
             "usable": self.usable,
@@ -233,6 +237,13 @@ def _aos_settings(m: SkillManifest, data: dict[str, Any], error: Any) -> None:
             m.service = service
     perms = meta.get("aos-permissions", "")
     m.permissions = frozenset(p for p in perms.replace(",", " ").split() if p)
+    names = [v for v in meta.get("aos-env", "").replace(",", " ").split() if v]
+    bad = [v for v in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v)]
+    if bad:
+        error(
+            f"metadata aos-env holds names that are not environment variables: {', '.join(bad)}", spec=False
+        )
+    m.env = tuple(v for v in names if v not in bad)
     default = meta.get("aos-default", "true").strip().lower()
     if default not in ("true", "false"):
         error(f'metadata aos-default must be "true" or "false", not {default!r}', spec=False)

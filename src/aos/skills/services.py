@@ -39,9 +39,32 @@ from .supervisor import Policy, ServiceState, State
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
-__all__ = ["ServiceManager", "ServiceRunner"]
+__all__ = ["SERVICE_ENV", "ServiceManager", "ServiceRunner", "service_env"]
 
 log = get_logger("aos.services")
+
+#: What a service inherits of the daemon's environment, besides what its SKILL.md declares
+#: (``metadata.aos-env``). Provider keys and everything else stay out.
+SERVICE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONPATH",
+    "AOS_LOG_LEVEL",
+)
+
+
+def service_env(declared: tuple[str, ...] = ()) -> dict[str, str]:
+    """A service's environment: :data:`SERVICE_ENV` plus the variables its skill declares."""
+    return {k: os.environ[k] for k in (*SERVICE_ENV, *declared) if k in os.environ}
 
 
 class ServiceRunner:
@@ -190,7 +213,7 @@ class ServiceRunner:
         logs = self.manager.kernel.paths.logs / "skills"
         logs.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
+            **service_env(self.manifest.env),
             "AOS_SOCKET": str(self.sock),
             "AOS_SKILL": self.name,
             "AOS_HOME": str(self.manager.kernel.paths.home),
@@ -198,17 +221,28 @@ class ServiceRunner:
         with open(logs / f"{self.name}.log", "ab") as out:  # noqa: ASYNC230 - local, once per (re)start
             out.write(f"--- starting {self.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv(),
-                cwd=str(self.manifest.path),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-        procs.track(proc.pid)
+            with procs.spawning():
+                proc = await asyncio.create_subprocess_exec(
+                    *self._argv(),
+                    cwd=str(self.manifest.path),
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+                procs.track(proc.pid)
         return proc
+
+    def revive(self) -> bool:
+        """Start a quarantined service again (a person asked: ``aos skills reload <name>``)."""
+        if self.state.state != State.QUARANTINED:
+            return False
+        self.state.start(time.monotonic())
+        self._moved()
+        self._wake.set()
+        log.info("service.revived", skill=self.name)
+        return True
 
     async def supervise(self) -> None:
         """Keep the service up per the state machine until stopped."""
@@ -306,6 +340,8 @@ class ServiceRunner:
             "restarts": self.state.restarts,
             "last_error": self.state.last_error,
             "hooks": [h["hook"] for h in self.hooks],
+            "permissions": sorted(self.manifest.permissions),
+            "env": list(self.manifest.env),
             "commands": [c["name"] for c in self.commands],
         }
 

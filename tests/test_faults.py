@@ -1,0 +1,132 @@
+"""Faults and bad input, each reproduced as a user or a hostile agent would cause it."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos_sdk.syncclient import SyncClient
+from aos_sdk.testing import ScriptedModel
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+def _agent(c: SyncClient, model: ScriptedModel, name: str, **settings: Any) -> str:
+    c.call(
+        "agent.create",
+        {
+            "name": name,
+            "model": "openai/scripted",
+            "settings": {
+                "model_params": {"api_base": model.url, "api_key": "test-key"},
+                **settings,
+            },
+        },
+    )
+    return str(c.call("session.create", {"agent": name})["id"])
+
+
+def _run_to_end(sock: Path, sid: str) -> list[dict[str, Any]]:
+    facts: list[dict[str, Any]] = []
+    with SyncClient(sock, timeout=240) as c:
+        start = c.call("session.dispatch", {"session": sid, "message": "go"})
+        c.call("history.subscribe", {"session": sid, "after_seq": start["seq"]})
+        for note in c.notifications():
+            facts.append(note.params["fact"])
+            if facts[-1]["kind"] == "dispatch.end":
+                return facts
+    return facts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_every_exit_code_is_the_commands_own_while_orphans_exit_around_it(
+    aos: Any, home: Path, model: ScriptedModel
+) -> None:
+    """The daemon's orphan reaper once collected commands before their own wait did (~2% were
+    recorded as exit 255). Hundreds of commands, in four sessions at once, each leaving an orphan
+    behind for the daemon (unsandboxed) or its sandbox to reap; each must report its own code."""
+    (home / "aoscb.json").write_text(
+        '{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]}, "limits": {"max_steps": 500}}'
+    )
+    per_session, sessions = 100, 4
+    total = per_session * sessions
+    model.add(*[{"bash": f"(true &); (sleep 0.0$((RANDOM % 5)) &); exit {i % 7}"} for i in range(total)])
+    model.add(*[{"text": "done"}] * sessions)
+    assert aos("start").returncode == 0
+    sock = home / "run" / "kernel.sock"
+    with SyncClient(sock) as c:
+        sids = [_agent(c, model, f"a{n}", sandbox="off" if n % 2 else "auto") for n in range(sessions)]
+    results: dict[str, list[dict[str, Any]]] = {}
+    threads = [
+        threading.Thread(target=lambda s=sid: results.__setitem__(s, _run_to_end(sock, s))) for sid in sids
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(280)
+    seen = 0
+    for facts in results.values():
+        commands = {f["body"]["call_id"]: f["body"]["command"] for f in facts if f["kind"] == "tool.started"}
+        for f in facts:
+            if f["kind"] != "tool.result":
+                continue
+            expected = int(re.search(r"exit (\d+)$", commands[f["body"]["call_id"]]).group(1))  # type: ignore[union-attr]
+            assert f["body"]["exit_code"] == expected, f["body"]
+            seen += 1
+    assert seen == total
+
+
+SHAPES = {
+    "aws": "AKIA" + "ABCDEFGHIJKLMNOP",
+    "github": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "openai": "sk-" + "proj-abcdefghijklmnopqrstuvwxyz012345",
+    "pem": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
+}
+
+
+@pytest.mark.parametrize("kernel", [{"output_cap_bytes": 2000}], indirect=True)
+async def test_secrets_printed_by_a_command_are_stored_nowhere(
+    rpc: Any, kernel: Any, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aos.redact import refresh_secret_values
+
+    from .rpc import call, scripted_session
+
+    planted = "the-daemons-own-key-0123456789"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", planted)
+    refresh_secret_values()
+    try:
+        sid = await scripted_session(rpc, model.url)
+        printed = "\n".join([*SHAPES.values(), planted])
+        (Path(kernel.paths.workspaces) / "alice").mkdir(parents=True)
+        (Path(kernel.paths.workspaces) / "alice" / "leak.txt").write_text(printed + "\n")
+        # Short output (history only) and output over the cap (history and content).
+        model.add(
+            {"bash": ["cat leak.txt", "cat leak.txt; head -c 5000 /dev/zero | tr '\\0' x"]}, {"text": "ok"}
+        )
+        started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+        import asyncio
+
+        await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+        facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+        results = [f["body"] for f in facts if f["kind"] == "tool.result"]
+        assert results[1]["truncated"] and results[1]["content_id"]
+        agent = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
+        stored = await kernel.store.get_content(results[1]["content_id"], agent)
+        for text in (str(facts), bytes(stored["data"]).decode()):
+            assert "***" in text
+            for secret in [*SHAPES.values(), planted]:
+                assert secret not in text
+    finally:
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        refresh_secret_values()
