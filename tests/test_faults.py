@@ -130,3 +130,39 @@ async def test_secrets_printed_by_a_command_are_stored_nowhere(
     finally:
         monkeypatch.delenv("ANTHROPIC_API_KEY")
         refresh_secret_values()
+
+
+async def test_a_nul_byte_in_params_is_refused_and_wedges_nothing(rpc: Any, kernel: Any) -> None:
+    from aos_sdk.errors import InvalidParams
+
+    from .rpc import call
+
+    with pytest.raises(InvalidParams, match=r"instructions: text may not contain NUL bytes"):
+        await call(rpc, "agent.create", {"name": "zz", "instructions": "a\u0000b"})
+    with pytest.raises(InvalidParams, match=r"x\.y: text may not contain NUL"):
+        await call(rpc, "agent.create", {"name": "zz", "settings": {"x": {"y": "\u0000"}}})
+    # The refusals are in the runtime log, and the log keeps working for what follows.
+    await call(rpc, "agent.create", {"name": "after"})
+    entries = (await call(rpc, "log.list", {"op": "agent.create"}))["entries"]
+    assert [e["outcome"] for e in entries] == ["error", "error", "ok"]
+    assert "\\x00" in str(entries[0]["args"])
+
+
+async def test_a_command_printing_nul_bytes_is_recorded_faithfully(
+    rpc: Any, kernel: Any, model: ScriptedModel
+) -> None:
+    import asyncio
+
+    from .rpc import call, scripted_session
+
+    sid = await scripted_session(rpc, model.url)
+    model.add({"bash": "printf 'a\\0b'"}, {"text": "ok"})
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+    assert facts[-1]["body"]["status"] == "done", facts[-1]
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["output"] == "a\\x00b" and result["exit_code"] == 0
+    agent = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
+    stored = await kernel.store.get_content(result["content_id"], agent)
+    assert bytes(stored["data"]) == b"a\x00b"

@@ -9,6 +9,8 @@ only the second (:func:`scrub_values`), so facts keep their shape:
 - any occurrence, inside any string, of the value of a secret environment variable (names ending
   in ``_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD`` or containing ``API_KEY``) becomes
   ``"***"``, so a key pasted into a command or a message is not written out either;
+- a NUL byte becomes the four characters ``\\x00`` (PostgreSQL text cannot hold one; raw output
+  keeps its bytes in ``content``);
 - well-known credential shapes, whoever's they are, become ``"***"`` too: AWS access key ids
   (``AKIA…``/``ASIA…``), GitHub tokens (``ghp_…``, ``github_pat_…``), ``sk-…`` API keys (OpenAI,
   Anthropic, OpenRouter), Slack tokens (``xox…-``), Google API keys (``AIza…``) and PEM private key
@@ -61,6 +63,8 @@ refresh_secret_values()
 
 
 def _scrub(text: str) -> str:
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL: kept visible, escaped
+        text = text.replace("\x00", "\\x00")
     for value in _values:
         if value in text:
             text = text.replace(value, SECRET)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aos_sdk.connection import RpcConnection
-from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound, Rejected
+from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound, Rejected, Unavailable
 
 from .. import __version__
 from ..config import Config, Paths
@@ -45,6 +45,26 @@ log = get_logger("aos.kernel")
 _LOG_WINDOW_S = 0.05  # runtime-log entries are written at most this late (flushed on stop)
 _LOG_BATCH = 500
 _RECENT_FACTS = 512  # per subscription: facts kept in memory so live delivery skips the database
+#: Syscalls whose text params may hold NUL bytes (stored as bytes, not as PostgreSQL text).
+_NUL_OK = frozenset({"content.put"})
+
+
+def _nul_at(value: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """Where a NUL byte hides in a JSON-like value (PostgreSQL text and jsonb cannot hold one)."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _nul_at(k, (*loc, k)) if isinstance(k, str) else None
+            found = found or _nul_at(v, (*loc, k))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_at(v, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +224,13 @@ class Kernel:
         result: Any = None
         try:
             check_caller(sc, ctx.caller.kind, ctx.caller.permissions)
+            nul = None if method in _NUL_OK else _nul_at(params)
+            if nul is not None:
+                where = ".".join(map(str, nul)) or "params"
+                raise InvalidParams(
+                    f"invalid params for {method}: {where}: text may not contain NUL bytes (\\u0000)",
+                    errors=[{"loc": list(nul), "msg": "NUL byte in text", "type": "nul_byte"}],
+                )
             try:
                 p = sc.params.model_validate(params)
             except ValidationError as exc:
@@ -314,15 +341,37 @@ class Kernel:
                 log.error("runtime_log.write_failed", error=exc.message)
 
     async def flush_log(self) -> None:
-        """Write buffered runtime-log entries now."""
+        """Write buffered runtime-log entries now.
+
+        If the database refuses the batch (not unavailable: refuses), the entries are written one
+        by one and any that is refused alone is dropped with an error line, so one bad entry never
+        blocks the log. Unavailable: everything is kept for the next try.
+        """
         async with self._log_lock:
             batch, self._log_buffer = self._log_buffer, []
-            if batch:
+            if not batch:
+                return
+            try:
+                await self.store.write_log(batch)
+                return
+            except Unavailable:
+                self._log_buffer[:0] = batch
+                raise
+            except AosError as exc:
+                if len(batch) == 1:
+                    log.error("runtime_log.entry_dropped", op=batch[0].get("op"), error=exc.message)
+                    return
+            except BaseException:
+                self._log_buffer[:0] = batch
+                raise
+            for i, entry in enumerate(batch):
                 try:
-                    await self.store.write_log(batch)
-                except BaseException:
-                    self._log_buffer[:0] = batch
+                    await self.store.write_log([entry])
+                except Unavailable:
+                    self._log_buffer[:0] = batch[i:]
                     raise
+                except AosError as exc:
+                    log.error("runtime_log.entry_dropped", op=entry.get("op"), error=exc.message)
 
     # -- history -------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def base_env() -> dict[str, str]:
 class RunResult:
     exit_code: int | None
     output: str  # visible: capped with a marker
-    full: bytes | None  # the whole output when it was capped, else None
+    full: bytes | None  # the whole output when it was capped or holds NUL bytes, else None
     size: int  # bytes the command wrote in all
     truncated: bool
     timed_out: bool
@@ -89,7 +89,9 @@ class _Collector:
     def result(self) -> tuple[str, bytes | None, bool]:
         truncated = self.size > len(self.head) + len(self.tail)
         if not truncated:
-            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace"), None, False
+            data = bytes(self.head) + bytes(self.tail)
+            # Output with NUL bytes is shown escaped; its exact bytes are kept aside too.
+            return data.decode("utf-8", "replace"), data if b"\0" in data else None, False
         omitted = self.size - len(self.head) - len(self.tail)
         text = (
             bytes(self.head).decode("utf-8", "replace")

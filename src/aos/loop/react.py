@@ -497,7 +497,7 @@ class ReActUnit:
             )
             raise
         content_id = None
-        if res.truncated and res.full is not None:
+        if res.full is not None:  # capped, or with NUL bytes: the exact output goes to content
             put = await self.dispatcher.store.put_content(
                 agent_id=self.spec.agent["id"],
                 session_id=self.spec.session_id,
