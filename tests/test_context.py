@@ -268,6 +268,45 @@ async def test_long_session_is_compacted_and_the_agent_keeps_working(rpc: RpcCon
         assert again[-1] == {"role": "user", "content": "anything left?"}
 
 
+async def test_an_empty_summary_never_compacts(rpc: RpcConnection, kernel: Any) -> None:
+    """The summariser answering without text (a tool call, say) once dropped the older turns with
+    nothing in their place. Now the context stays whole, the stream says why, and a later try
+    compacts."""
+    steps = [{"bash": f"printf 'step {i} '; head -c 1500 /dev/zero | tr '\\0' x; echo"} for i in range(30)]
+    steps.append({"text": "all done"})
+    summaries: list[dict[str, Any]] = []
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        if request["messages"][0]["content"].startswith("You compress"):
+            summaries.append(request)
+            if len(summaries) == 1:
+                return {"bash": "echo a tool call instead of a summary"}
+            return {"text": "SUMMARY-OK: steps ran."}
+        return steps.pop(0)
+
+    with ScriptedModel(respond=respond) as model:
+        context = {"window": 3000, "compact_at": 0.8, "keep_share": 0.3}
+        sid = await scripted_session(rpc, model.url, agent="longrunner", settings={"context": context})
+        facts = await dispatch(rpc, kernel, sid, "run the steps")
+        assert facts[-1]["body"]["status"] == "done"
+        skipped = [f for f in facts if f["kind"] == "context.compaction_skipped"]
+        summaries_written = [f for f in facts if f["kind"] == "context.summary"]
+        assert len(skipped) == 1 and skipped[0]["body"]["reason"] == "the summariser returned no text"
+        assert summaries_written and all(
+            f["body"]["text"].startswith("SUMMARY-OK") for f in summaries_written
+        ), "no summary of nothing"
+        assert summaries_written[0]["seq"] > skipped[0]["body"]["retry_after_seq"]
+        # Right after the failed try, the model still saw the conversation from its start.
+        after_skip = next(
+            r["messages"]
+            for r in model.requests
+            if not r["messages"][0]["content"].startswith("You compress")
+            and any("step 0 " in str(m.get("content")) for m in r["messages"])
+            and len(r["messages"]) > 20
+        )
+        assert "run the steps" in json.dumps(after_skip)
+
+
 BAD_CONTEXT_SKILL = """---
 name: bad-context
 description: Returns a context delta that does not fit.

@@ -235,7 +235,8 @@ async def test_skill_roots_and_other_workspaces_cannot_be_written(
     assert sorted(p.name for p in user_skills.iterdir()) == before, "nothing was planted"
     assert "hacked" not in (checkout_skill / "service.py").read_text()
     assert "hacked" not in (checkout_skill / "SKILL.md").read_text()
-    assert "exit=0" not in results[1]["output"] and "exit=0" not in results[2]["output"]
+    # (Where the checkout lies under /tmp, the first write lands in the agent's private /tmp.)
+    assert "exit=0" not in results[2]["output"], "SKILL.md is read-only"
     assert "define_service" not in results[3]["output"], "a skill's service code is not visible"
     assert (bob_ws / "notes.txt").read_text() == "bob's\n"
     assert "No such file or directory" in results[4]["output"]

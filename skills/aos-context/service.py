@@ -139,6 +139,8 @@ class SessionContext:
     stable: int = 0  # how many leading messages the kernel already holds unchanged
     chars: int = 0
     sent_chars: int | None = None  # the size of the context last returned (None: not comparable)
+    #: After a summary that failed: no new attempt before this seq (the context is kept whole).
+    retry_after: int = 0
 
     def apply(self, fact: dict[str, Any]) -> None:
         seq, kind, role, body = fact["seq"], fact["kind"], fact.get("role"), fact.get("body")
@@ -265,8 +267,12 @@ def project(kind: str, role: str | None, body: Any) -> list[dict[str, Any]]:
 
 # -- the cache -----------------------------------------------------------------------------------
 
+#: The most recently used sessions' contexts, oldest first; a session evicted is rebuilt from
+#: history (from its newest summary) if it comes back.
 _sessions: dict[str, SessionContext] = {}
-_MAX_SESSIONS = 500
+_MAX_SESSIONS = 64
+#: Facts to wait, after a failed summary, before trying again.
+_RETRY_AFTER_FACTS = 20
 
 
 async def _history(session: str, after: int, upto: int | None, kinds: list[str] | None = None) -> list[Any]:
@@ -287,9 +293,15 @@ async def _history(session: str, after: int, upto: int | None, kinds: list[str] 
 
 async def context_for(session: str, since: int) -> SessionContext:
     """This session's cached context, caught up to ``since`` (read from history on a miss)."""
-    ctx = _sessions.get(session)
-    if ctx is None:
-        if len(_sessions) >= _MAX_SESSIONS:
+    ctx = _sessions.pop(session, None)
+    if ctx is not None:
+        _sessions[session] = ctx  # most recently used last
+        if since > ctx.seq:
+            for f in await _history(session, ctx.seq, since):
+                ctx.apply(f)
+            ctx.stable = 0
+    else:
+        while len(_sessions) >= _MAX_SESSIONS:
             _sessions.pop(next(iter(_sessions)))
         ctx = _sessions[session] = SessionContext()
         if since:
@@ -305,10 +317,6 @@ async def context_for(session: str, since: int) -> SessionContext:
                 ctx.seq = int(last["body"].get("upto_seq", 0))
             for f in await _history(session, ctx.seq, since):
                 ctx.apply(f)
-    elif since > ctx.seq:
-        for f in await _history(session, ctx.seq, since):
-            ctx.apply(f)
-        ctx.stable = 0
     return ctx
 
 
@@ -383,8 +391,28 @@ async def compact(
         timeout=120,
     )
     before = ctx.tokens()
+    text = str(reply.get("text") or "").strip()
+    if not text:
+        # An empty summary must not replace what it would cover: keep the context whole, say so
+        # in the session's stream, and try again later.
+        ctx.retry_after = ctx.seq + _RETRY_AFTER_FACTS
+        await service.kernel.call(
+            "session.append",
+            {
+                "session": session,
+                "kind": "context.compaction_skipped",
+                "body": {
+                    "reason": "the summariser returned no text",
+                    "upto_seq": upto,
+                    "retry_after_seq": ctx.retry_after,
+                    "dispatch_id": dispatch_id,
+                },
+                "inbound": True,
+            },
+        )
+        return
     summary = {
-        "text": str(reply.get("text") or "").strip() or "(the summariser returned nothing)",
+        "text": text,
         "upto_seq": upto,
         "facts": sum(1 for _ in older),
         "tokens_before": before,
@@ -439,7 +467,7 @@ def service() -> dict[str, Any]:
         conf = await settings(agent)
         window = int(conf.get("window") or input_data.get("window") or FALLBACK_WINDOW)
         measured = input_data.get("last_prompt_tokens") if not input_data.get("first") else None
-        if ctx.tokens(measured) > window * float(conf["compact_at"]):
+        if ctx.tokens(measured) > window * float(conf["compact_at"]) and ctx.seq >= ctx.retry_after:
             try:
                 await compact(session, ctx, window, float(conf["keep_share"]), input_data.get("dispatch_id"))
             except AosError as exc:
