@@ -162,6 +162,28 @@ async def test_a_person_starts_a_quarantined_service_again(rpc: RpcConnection, k
     assert shown["service_status"]["state"] == "running" and shown["permissions"] == []
 
 
+async def test_a_command_that_raises_leaves_its_traceback_in_the_skill_log(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    md = "---\nname: divider\ndescription: Divides badly.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    py = (
+        "from aos_sdk import define_service\n\n@define_service\ndef service():\n"
+        "    def boom(args, caller):\n        return 1 / 0\n"
+        "    return {'commands': {'boom': boom}}\n"
+    )
+    write(kernel.paths.home, "divider", md, py)
+    await call(rpc, "skill.reload")
+    await asyncio.wait_for(kernel.kernel.services.runners["divider"].registered.wait(), 15)
+    sid = await agent_session(rpc, model)
+    model.add({"bash": "python3 -c 'from aos_sdk.cli import main; main(\"divider\")' boom"}, {"text": "ok"})
+    facts = await dispatch(rpc, kernel, sid)
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["exit_code"] == 1 and "ZeroDivisionError" in result["output"]
+    log_text = (kernel.paths.logs / "skills" / "divider.log").read_text()
+    assert "command.call 'boom' failed" in log_text and "Traceback" in log_text
+    assert "return 1 / 0" in log_text
+
+
 async def test_services_may_call_only_their_permitted_syscalls(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel
 ) -> None:
@@ -255,6 +277,11 @@ async def test_hot_reload_drop_edit_break_remove(
     assert "before registering" in services.reload_failures["my-guard"]
     assert services.runners["my-guard"] is second and second.state.state == State.RUNNING
     assert await refusal() == "refused by my-guard: blocked (v2): DROP TABLE"
+    # ... and it says so: the last good version serves, the failed reload is shown, with its cause.
+    status = (await call(rpc, "skill.get", {"skill": "my-guard"}))["service_status"]
+    assert status["state"] == "running" and "before registering" in status["reload_failed"]
+    log_text = (kernel.paths.logs / "skills" / "my-guard.log").read_text()
+    assert "SyntaxError" in log_text
 
     # Remove it: the service stops and its hook is gone.
     shutil.rmtree(target)

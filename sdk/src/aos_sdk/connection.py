@@ -184,6 +184,7 @@ async def open_connection(
     on_notification: NotificationHandler | None = None,
     headers: dict[str, str] | None = None,
     max_message_bytes: int = 64 * 1024 * 1024,
+    on_internal_error: Callable[[Request, BaseException], None] | None = None,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to an AOS Unix socket; yields a running :class:`RpcConnection`.
 
@@ -201,7 +202,9 @@ async def open_connection(
         )
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise Unavailable(f"nothing is listening on {os.fspath(path)} (is the daemon running?)") from exc
-    conn = RpcConnection(ws, on_request=on_request, on_notification=on_notification)
+    conn = RpcConnection(
+        ws, on_request=on_request, on_notification=on_notification, on_internal_error=on_internal_error
+    )
     reader = asyncio.create_task(conn.run())
     try:
         yield conn

@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,15 @@ _registry: list[Service] = []
 def registry() -> list[Service]:
     """Services defined so far in this process (the runner starts the last one)."""
     return list(_registry)
+
+
+def _log_traceback(req: Request, exc: BaseException) -> None:
+    """A handler raised: the caller gets ``internal``; the service's log (stderr, which the daemon
+    keeps in ``$AOS_HOME/logs/skills/<skill>.log``) gets the traceback."""
+    what = req.params.get("command") or req.params.get("hook") or req.method
+    print(f"{req.method} {what!r} failed:", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -146,7 +157,9 @@ class Service:
         """Connect, register, and serve until the kernel closes the connection."""
         if not self.hooks and not self.commands:
             self.load()
-        async with open_connection(socket_path, on_request=self._serve_request) as conn:
+        async with open_connection(
+            socket_path, on_request=self._serve_request, on_internal_error=_log_traceback
+        ) as conn:
             self.kernel = conn
             await conn.call("service.register", self.registration(), timeout=10)
             started = asyncio.create_task(self._start()) if self.start is not None else None

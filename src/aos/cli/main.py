@@ -726,6 +726,10 @@ def _service_cell(sk: dict[str, Any]) -> str:
     if not st:
         return f"{sk['service']} (not started)"
     extra = f", {st['restarts']} restarts" if st["restarts"] else ""
+    if st.get("reload_failed"):
+        extra += f", RELOAD FAILED (the previous version serves): {st['reload_failed']}"
+    if st["state"] in ("quarantined", "backoff") and st.get("last_error"):
+        extra += f": {st['last_error']}"
     hooks = f", hooks: {' '.join(st['hooks'])}" if st["hooks"] else ""
     cmds = f", commands: {' '.join(st['commands'])}" if st["commands"] else ""
     return f"{st['state']}{extra}{hooks}{cmds}"
@@ -777,6 +781,9 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
                 _out(f"  state: {_service_cell(sk)}")
                 if st.get("last_error"):
                     _out(f"  last error: {st['last_error']}")
+                if st["state"] == "quarantined":
+                    _out(f"  quarantined: fix it, then `aos skills reload {sk['name']}` starts it again")
+                _out(f"  log: aos skills logs {sk['name']}")
         for d in sk["diagnostics"]:
             _out(f"  {d['level']}: {d['message']}")
         _out("")

@@ -339,6 +339,8 @@ class ServiceRunner:
             "pid": self.proc.pid if self.proc is not None and self.proc.returncode is None else None,
             "restarts": self.state.restarts,
             "last_error": self.state.last_error,
+            # A changed version that failed to start: the one above still serves.
+            "reload_failed": self.manager.reload_failures.get(self.name),
             "hooks": [h["hook"] for h in self.hooks],
             "permissions": sorted(self.manifest.permissions),
             "env": list(self.manifest.env),
