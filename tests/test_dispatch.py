@@ -434,7 +434,7 @@ async def test_interrupt_kills_a_long_command(
     os.mkfifo(fifo)
     # The command says through a FIFO that its child runs: reading it waits for exactly that event.
     # (A duration no other test uses: the check below looks for this very process.)
-    model.add({"bash": f"sleep 386 & echo $! > {fifo}; wait"}, {"text": "never"})
+    model.add({"bash": f"echo printed-before; sleep 386 & echo $! > {fifo}; wait"}, {"text": "never"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
     got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     from aos_sdk.connection import open_connection
@@ -453,6 +453,9 @@ async def test_interrupt_kills_a_long_command(
     facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
     assert kinds(facts)[-3:] == ["tool.result", "interrupt", "dispatch.end"]
     assert facts[-3]["body"]["outcome"] == "interrupted"
+    # What it printed before it was killed is kept.
+    assert facts[-3]["body"]["output"].startswith("printed-before\n")
+    assert facts[-3]["body"]["output"].endswith("[interrupted: the command was killed]")
     assert facts[-2]["body"] == {"cause": "user", "reason": "stop now"}
     assert end(facts)["status"] == "interrupted"
     assert live_processes_mentioning("sleep 386") == [], "the interrupted command's processes are killed"

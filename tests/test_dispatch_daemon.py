@@ -82,6 +82,9 @@ def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, 
     assert result["outcome"] == "unknown" and "was not run again" in result["output"]
     assert facts[-2]["body"]["cause"] == "crash"
     assert facts[-1]["body"]["status"] == "crashed"
+    assert facts[-1]["body"]["steps"] == 1, "the step it was in counts"
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        assert c.call("dispatch.get", {"dispatch": facts[0]["meta"]["dispatch_id"]})["steps"] == 1
     assert count.read_text() == "run\n", "the command must have run exactly once"
     assert live_processes_mentioning("sleep 397") == [], "the crashed command must not keep running"
     with SyncClient(home / "run" / "kernel.sock") as c:

@@ -487,12 +487,22 @@ class Dispatcher:
         await unit.append(
             "interrupt", None, {"cause": "crash", "reason": "the daemon stopped during this dispatch"}
         )
+        # The row's step count is written at the end, which a crash never reached: count the
+        # steps from the dispatch's facts.
+        steps = max(
+            (
+                int((f.get("meta") or {}).get("step", 0))
+                for f in facts
+                if f["kind"] == "message" and f["role"] == "assistant"
+            ),
+            default=int(dispatch["steps"] or 0),
+        )
         await unit.append(
             "dispatch.end",
             None,
-            {"status": "crashed", "reason": "recovered after a crash", "steps": dispatch["steps"]},
+            {"status": "crashed", "reason": "recovered after a crash", "steps": steps},
         )
-        await self.store.update_dispatch(dispatch["id"], status="crashed", ended=True)
+        await self.store.update_dispatch(dispatch["id"], status="crashed", steps=steps, ended=True)
         await self.store.release_lease(sid, new_owner, epoch)
         log.info("recovery.crashed_dispatch", dispatch=dispatch["id"], session=sid)
 

@@ -56,10 +56,12 @@ class RunResult:
     truncated: bool
     timed_out: bool
     duration_ms: float
+    #: Stopped by the ``stop`` event (an interrupt): the output is what it printed until then.
+    stopped: bool = False
 
     @property
     def outcome(self) -> str:
-        return "timeout" if self.timed_out else "ok"
+        return "interrupted" if self.stopped else "timeout" if self.timed_out else "ok"
 
 
 class _Collector:
@@ -144,6 +146,7 @@ async def run_bash(
     cap: int,
     track_dir: Path | None = None,
     argv: list[str] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Run ``command``; see the module docstring. Cancelling kills the command's group.
 
@@ -152,6 +155,9 @@ async def run_bash(
     needed and CPython can spawn with vfork). Otherwise, with ``track_dir``, the group id is kept
     in a file there while the command runs, so that a daemon restarted after a crash can kill what
     the dead one left running.
+
+    ``stop``, when set while the command runs, kills it like a timeout does, and the result keeps
+    what it printed until then (``stopped``).
     """
     t0 = time.perf_counter()
     marker = None
@@ -191,14 +197,23 @@ async def run_bash(
             out.feed(chunk)
 
     reader = asyncio.create_task(pump())
-    timed_out = False
+    timed_out = stopped = False
     try:
+        waiter = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            timed_out = True
+            done, _ = await asyncio.wait(
+                {waiter} if stopper is None else {waiter, stopper},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+        if waiter not in done:
+            timed_out, stopped = not done, bool(done)
             _kill_group(pgid)
-            await proc.wait()
+            await waiter
         # Background jobs may keep the pipe open: give them a moment, then end them.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(reader), _DRAIN_AFTER_EXIT_S)
@@ -219,11 +234,12 @@ async def run_bash(
             reader.cancel()
     text, full, truncated = out.result()
     return RunResult(
-        exit_code=None if timed_out else proc.returncode,
+        exit_code=None if timed_out or stopped else proc.returncode,
         output=text,
         full=full,
         size=out.size,
         truncated=truncated,
         timed_out=timed_out,
+        stopped=stopped,
         duration_ms=(time.perf_counter() - t0) * 1000,
     )

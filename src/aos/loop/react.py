@@ -477,25 +477,33 @@ class ReActUnit:
             None,
             {"call_id": call_id, "command": command, "cwd": cwd, "sandbox": "bwrap" if argv else "off"},
         )
-        try:
-            res = await self.until_interrupted(
-                run_bash(
-                    command,
-                    cwd=cwd,
-                    env=env,
-                    timeout=self.spec.bash_timeout_s,
-                    cap=self.spec.output_cap_bytes,
-                    track_dir=self.dispatcher.commands_dir,
-                    argv=argv,
-                )
-            )
-        except Stop:
+        res = await run_bash(
+            command,
+            cwd=cwd,
+            env=env,
+            timeout=self.spec.bash_timeout_s,
+            cap=self.spec.output_cap_bytes,
+            track_dir=self.dispatcher.commands_dir,
+            argv=argv,
+            stop=self.interrupted,
+        )
+        if res.stopped:
+            # What it printed before it was killed is kept: the model and the person see it.
             await self.append(
                 "tool.result",
                 "tool",
-                self._result_body(call_id, "interrupted", "interrupted: the command was killed"),
+                self._result_body(
+                    call_id,
+                    "interrupted",
+                    res.output
+                    + ("\n" if res.output and not res.output.endswith("\n") else "")
+                    + "[interrupted: the command was killed]",
+                    size=res.size,
+                    truncated=res.truncated,
+                    duration_ms=round(res.duration_ms, 1),
+                ),
             )
-            raise
+            raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
         content_id = None
         if res.full is not None:  # capped, or with NUL bytes: the exact output goes to content
             put = await self.dispatcher.store.put_content(
