@@ -166,3 +166,37 @@ async def test_a_command_printing_nul_bytes_is_recorded_faithfully(
     agent = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
     stored = await kernel.store.get_content(result["content_id"], agent)
     assert bytes(stored["data"]) == b"a\x00b"
+
+
+async def test_dispatches_wait_for_a_required_service_that_is_restarting(
+    rpc: Any, kernel: Any, model: ScriptedModel
+) -> None:
+    """kill -9 of aos-context once failed the next dispatches at once ('not running (backoff)')."""
+    import asyncio
+    import os
+    import signal
+
+    from .rpc import call, scripted_session
+
+    runner = kernel.kernel.services.runners["aos-context"]
+    await runner.registered.wait()
+    sids = [await scripted_session(rpc, model.url, f"agent{i}") for i in range(3)]
+    # A first round, so the model client is loaded and nothing else slows the next one down.
+    model.add(*[{"text": "warm"}] * 3)
+    for sid in sids:
+        await call(rpc, "session.dispatch", {"session": sid, "message": "hello"})
+        await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+    model.add(*[{"text": "fine"}] * 3)
+    os.kill(runner.proc.pid, signal.SIGKILL)
+    starts = [await call(rpc, "session.dispatch", {"session": s, "message": "hi"}) for s in sids]
+    for sid in sids:
+        await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+    waited = 0
+    for sid, start in zip(sids, starts, strict=True):
+        facts = (await call(rpc, "history.list", {"session": sid, "after_seq": start["seq"]}))["facts"]
+        assert facts[-1]["body"]["status"] == "done", facts[-1]
+        waits = [f for f in facts if f["kind"] == "dispatch.waiting"]
+        waited += len(waits)
+        for w in waits:
+            assert w["body"]["skills"] == ["aos-context"] and "restart" in w["body"]["reason"]
+    assert waited >= 1, "at least the first dispatch found the service down and said so"

@@ -497,6 +497,8 @@ class _Render:
             _out(f"  ! {body.get('message')}")
         elif kind == "interrupt":
             _out(f"  [interrupted: {body.get('reason')}]")
+        elif kind in ("dispatch.waiting", "context.compaction_skipped"):
+            _out(f"  … {body.get('reason')}")
         elif isinstance(body, dict) and isinstance(body.get("notice"), str):
             # A skill speaking to the agent (a message from another agent, a reply): shown too.
             first, _, rest = body["notice"].partition("\n")

@@ -36,6 +36,9 @@ __all__ = ["ReActUnit", "Stop", "UnitSpec"]
 
 log = get_logger("aos.react")
 
+#: How long a step waits for a restarting service whose hook it needs (a crashed aos-context).
+SERVICE_WAIT_S = 30.0
+
 
 class Stop(Exception):
     """Ends the loop: ``status`` goes into the dispatch row and the ``dispatch.end`` fact."""
@@ -339,7 +342,7 @@ class ReActUnit:
             self._window = known
         prev = self._context or []
         try:
-            out = await self.dispatcher.hooks.transform(
+            out = await self._required_transform(
                 "session.assemble",
                 {
                     **self.ids,
@@ -376,6 +379,33 @@ class ReActUnit:
         self._context = context
         return context
 
+    async def _required_transform(self, hook: str, input_data: dict[str, Any], output_data: Any) -> Any:
+        """Run a required transform; if it fails because its skill's service is restarting, wait
+        for the service (at most :data:`SERVICE_WAIT_S`, saying so in the stream) and try once more."""
+        try:
+            return await self.dispatcher.hooks.transform(hook, input_data, output_data)
+        except HookError:
+            if not await self.wait_for_services(hook):
+                raise
+        return await self.dispatcher.hooks.transform(hook, input_data, output_data)
+
+    async def wait_for_services(self, hook: str) -> bool:
+        """Wait while a service providing ``hook`` restarts; True if one was waited for and runs now."""
+        services = self.dispatcher.kernel.services
+        waiting = services.restarting(h.skill for h in self.dispatcher.hooks.handlers(hook))
+        if not waiting:
+            return False
+        await self.append(
+            "dispatch.waiting",
+            None,
+            {
+                "hook": hook,
+                "skills": waiting,
+                "reason": f"waiting up to {SERVICE_WAIT_S:g} s for {', '.join(waiting)} to restart",
+            },
+        )
+        return await self.until_interrupted(services.wait_running(waiting, SERVICE_WAIT_S))  # type: ignore[no-any-return]
+
     # -- tool calls ----------------------------------------------------------------------------
 
     @staticmethod
@@ -396,9 +426,15 @@ class ReActUnit:
         self._format_errors = 0
         cwd = str(self.spec.workspace)
         env = await self.command_env(call.id)
+        before = {**self.ids, "call_id": call.id}
         verdict = await self.dispatcher.hooks.gate(
-            "tool.before", {**self.ids, "call_id": call.id}, {"args": {"command": command}, "cwd": cwd}
+            "tool.before", before, {"args": {"command": command}, "cwd": cwd}
         )
+        if isinstance(verdict, Reject) and await self.wait_for_services("tool.before"):
+            # Refused because a guard was restarting: ask it again now that it runs.
+            verdict = await self.dispatcher.hooks.gate(
+                "tool.before", before, {"args": {"command": command}, "cwd": cwd}
+            )
         if isinstance(verdict, Reject):
             await self.append(
                 "tool.result",

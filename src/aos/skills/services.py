@@ -382,6 +382,42 @@ class ServiceManager:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait_until(settled), timeout)
 
+    def restarting(self, skills: Any) -> list[str]:
+        """Those of ``skills`` whose service is down but coming back (starting or in backoff, or
+        running with a process that has just died)."""
+        out = []
+        for name in dict.fromkeys(skills):
+            r = self.runners.get(name)
+            if r is None:
+                continue
+            died = r.proc is not None and r.proc.returncode is not None
+            if r.state.state in (State.STARTING, State.BACKOFF) or (
+                r.state.state == State.RUNNING and (died or r.conn is None)
+            ):
+                out.append(name)
+        return out
+
+    async def wait_running(self, skills: list[str], timeout: float) -> bool:
+        """Wait until every one of ``skills`` runs again (registered); False on timeout or if one is
+        quarantined or gone."""
+
+        def settled() -> bool:
+            return all(
+                (r := self.runners.get(n)) is None
+                or r.state.state in (State.QUARANTINED, State.STOPPED)
+                or (r.state.state == State.RUNNING and r.conn is not None)
+                for n in skills
+            )
+
+        try:
+            await asyncio.wait_for(self.wait_until(settled), timeout)
+        except TimeoutError:
+            return False
+        return all(
+            (r := self.runners.get(n)) is not None and r.state.state == State.RUNNING and r.conn is not None
+            for n in skills
+        )
+
     def applies(self, skill: str) -> Any:
         def check(input_data: dict[str, Any]) -> bool:
             return self.kernel.skill_applies(skill, input_data)
