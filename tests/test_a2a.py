@@ -163,6 +163,13 @@ async def test_wake_runs_the_recipient_and_routes_its_reply_back(
     agents.add("bob", {"text": "pong"})
     facts = await run(rpc, kernel, s["alice"], "ping bob and wait")
     assert outputs(facts)[0]["output"] == "bob replied:\npong\n"
+    # ... and only there: the reply is recorded, but not shown to alice's model a second time.
+    replies = await until_fact(rpc, s["alice"], "a2a.reply", 2)
+    assert replies[-1]["body"]["delivered"] == "inline" and "notice" not in replies[-1]["body"]
+    agents.add("alice", {"text": "ok"})
+    await run(rpc, kernel, s["alice"], "anything else?")
+    sent_to_model = json.dumps(agents.requests["alice"][-1])
+    assert sent_to_model.count("pong") == 1, "the reply reached the model once, as the command's output"
 
 
 @pytest.mark.parametrize("kernel", A2A, indirect=True)

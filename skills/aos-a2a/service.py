@@ -347,14 +347,18 @@ def service() -> dict[str, Any]:
                 "status": status,
                 "text": text,
                 "session": session,
-                "notice": f"[a2a reply from {agent['name']} to your message {a2a['id']}]\n{text}",
             }
-            try:
-                await append(str(a2a["from_session"]), "a2a.reply", body, f"a2a-reply:{a2a['id']}")
-            finally:
-                fut = _waiters.get(str(a2a["id"]))
-                if fut is not None and not fut.done():
-                    fut.set_result(body)
+            # A sender still waiting (--wait) gets the reply as its command's output: the fact is
+            # then only the record, without a notice, or its model would see the reply twice.
+            # (Nothing is awaited between the check and set_result: a wait that times out meanwhile
+            # gets the notice instead.)
+            fut = _waiters.get(str(a2a["id"]))
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+                body = {**body, "delivered": "inline"}
+            else:
+                body["notice"] = f"[a2a reply from {agent['name']} to your message {a2a['id']}]\n{text}"
+            await append(str(a2a["from_session"]), "a2a.reply", body, f"a2a-reply:{a2a['id']}")
         queue = _queued.get(session)
         if queue:
             msg = queue.pop(0)
