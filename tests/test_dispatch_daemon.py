@@ -265,3 +265,40 @@ def test_send_wait_shows_notes_that_arrive_during_the_reply(
         proc.kill()
     assert proc.returncode == 0, err
     assert "  ✉ [a2a message m_1 from bob]\n  │ standup in 5 minutes\n" in out
+
+
+def test_the_daemon_restarts_a_killed_postgresql(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    """kill -9 of the embedded PostgreSQL once left the daemon hanging with a zombie postmaster."""
+    del daemon_env["AOS_DB_URL"]  # this daemon runs its own embedded server (the fixture's env)
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    old = int((home / "pg" / "postmaster.pid").read_text().split()[0])
+    os.kill(old, signal.SIGKILL)
+    # Wait for the event: the daemon logs the restart (follow the log as a person would).
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "aos", "logs", "-f", "--raw"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AOS_HOME": str(home)},
+    )
+    try:
+        assert follow.stdout is not None
+        for line in follow.stdout:
+            if '"postgres.restarted"' in line or '"postgres.restart_failed"' in line:
+                assert "restarted" in line, line
+                break
+    finally:
+        follow.kill()
+        follow.wait()
+        if follow.stdout is not None:
+            follow.stdout.close()
+    st = aos("status", "--json")
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert Path(f"/proc/{old}").exists() is False, "the dead postmaster was reaped, not left a zombie"
+    model.add({"text": "still working"})
+    r = aos("send", sid, "are you there?", "--wait")
+    assert r.returncode == 0 and "still working" in r.stdout, r.stdout + r.stderr
+    log = (home / "logs" / "aos.log").read_text()
+    assert '"postgres.died"' in log

@@ -167,6 +167,8 @@ class Store:
         self._appends: list[_PendingAppend] = []
         self._append_wake = asyncio.Event()
         self._writers: list[asyncio.Task[None]] = []
+        #: Bumped when the server restarted: writers reconnect before their next batch.
+        self._generation = 0
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -209,6 +211,16 @@ class Store:
             if store._log_conn is not None:
                 await store._log_conn.close()
             await pool.close()
+
+    async def drop_stale_connections(self) -> None:
+        """After the server restarted: discard every connection to the old one (pooled, the
+        append writers', the runtime log's), so no request fails on one."""
+        self._generation += 1
+        if self._log_conn is not None:
+            await self._log_conn.close()
+            self._log_conn = None
+        with _translate():
+            await self.pool.check()
 
     @staticmethod
     async def ensure_database(admin_dsn: str, dbname: str, *, template: str | None = None) -> bool:
@@ -520,6 +532,7 @@ class Store:
         return await fut
 
     async def _append_writer(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        generation = self._generation
         try:
             while True:
                 await self._append_wake.wait()
@@ -528,8 +541,16 @@ class Store:
                     self._append_wake.clear()
                 if not batch:
                     continue
-                if conn.closed or conn.broken:
-                    conn = await _connect(self.dsn)
+                if conn.closed or conn.broken or generation != self._generation:
+                    await conn.close()
+                    generation = self._generation
+                    try:
+                        conn = await _connect(self.dsn)
+                    except AosError as exc:  # the server is down: fail these, keep the writer
+                        for p in batch:
+                            if not p.future.done():
+                                p.future.set_exception(exc)
+                        continue
                 await self._write_batch(conn, batch)
         finally:
             await conn.close()
@@ -662,7 +683,7 @@ class Store:
         if not entries:
             return
         with _translate():
-            if self._log_conn is None or self._log_conn.closed:
+            if self._log_conn is None or self._log_conn.closed or self._log_conn.broken:
                 self._log_conn = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, options="-c synchronous_commit=off"
                 )

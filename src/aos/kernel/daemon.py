@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from typing import Any
 
 from aos_sdk.errors import AosError
 
@@ -109,6 +111,7 @@ async def _main(paths: Paths, config: Config, unsafe_durability: bool, ready: _R
     loop.add_signal_handler(signal.SIGCHLD, procs.reap_orphans)
 
     pg: EmbeddedPostgres | None = None
+    failed: list[str] = []  # why the daemon stops on its own (the embedded database is gone)
     url = os.environ.get("AOS_DB_URL")
     try:
         if url:
@@ -128,13 +131,97 @@ async def _main(paths: Paths, config: Config, unsafe_durability: bool, ready: _R
             except AosError as exc:
                 raise DaemonError(f"cannot create the database: {exc.message}") from exc
             dsn, kind = pg.dsn(DB_NAME), "embedded"
-        return await _serve(paths, config, dsn, kind, unsafe_durability, ready, stop, hurry)
+        restarted: list[Any] = []  # what to do once a restarted server is back
+        supervisor = (
+            None if pg is None else asyncio.create_task(_supervise_postgres(pg, stop, failed, restarted))
+        )
+        try:
+            code = await _serve(paths, config, dsn, kind, unsafe_durability, ready, stop, hurry, restarted)
+        finally:
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
+        if failed:
+            log.error("aos.stopped_on_its_own", reason="; ".join(failed))
+            return 1
+        return code
     finally:
         if pg is not None:
-            code = pg.stop()
-            if pg.proc is None and code is not None:
-                log.info("postgres.stopped", code=code)
+            pg_code = pg.stop()
+            if pg.proc is None and pg_code is not None:
+                log.info("postgres.stopped", code=pg_code)
         log.info("aos.stopped")
+
+
+_PG_RESTARTS = 3  # within _PG_RESTART_WINDOW_S; one more death stops the daemon
+_PG_RESTART_WINDOW_S = 60.0
+
+
+async def _supervise_postgres(
+    pg: EmbeddedPostgres, stop: asyncio.Event, failed: list[str], restarted: list[Any]
+) -> None:
+    """Restart the embedded server if it dies (it then recovers from its WAL, as after a crash).
+
+    Woken by the server's pidfd, not by polling. A server that keeps dying, or cannot be started
+    again, stops the daemon with a clear log line: serving without a database would only hang.
+    """
+    loop = asyncio.get_running_loop()
+    deaths: list[float] = []
+    while not stop.is_set():
+        assert pg.proc is not None
+        proc = pg.proc
+        died = asyncio.Event()
+        fd = os.pidfd_open(proc.pid)
+        loop.add_reader(fd, died.set)
+        try:
+            await died.wait()
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        code = proc.poll()  # reaps it: no zombie
+        procs.untrack(proc.pid)
+        if stop.is_set():
+            return
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < _PG_RESTART_WINDOW_S] + [now]
+        if len(deaths) > _PG_RESTARTS:
+            failed.append(f"PostgreSQL died {len(deaths)} times within {_PG_RESTART_WINDOW_S:g} s")
+            log.error("postgres.gave_up", code=code, deaths=len(deaths), action="stopping the daemon")
+            stop.set()
+            return
+        log.error("postgres.died", code=code, action="restarting it")
+        try:
+            # In the loop's thread on purpose (the parent-death signal is tied to the forking
+            # thread); the server's crash recovery runs meanwhile, and nothing can use the
+            # database until it is back anyway.
+            await _restart(pg)
+        except EmbeddedPostgresError as exc:
+            failed.append(f"PostgreSQL could not be restarted: {exc}")
+            log.error("postgres.restart_failed", error=str(exc), action="stopping the daemon")
+            stop.set()
+            return
+        assert pg.proc is not None
+        procs.track(pg.proc.pid)
+        log.info("postgres.restarted", pid=pg.proc.pid)
+        for callback in restarted:
+            try:
+                await callback()
+            except Exception:
+                log.exception("postgres.after_restart_failed")
+
+
+async def _restart(pg: EmbeddedPostgres) -> None:
+    """Start the server again; its old backends may hold its shared memory for a moment."""
+    pg.proc = None
+    for attempt in range(5):
+        try:
+            pg.start()
+            return
+        except EmbeddedPostgresError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)  # old backends notice their postmaster's death
 
 
 def _warm_up_model_client() -> None:
@@ -164,6 +251,7 @@ async def _serve(
     ready: _Ready,
     stop: asyncio.Event,
     hurry: asyncio.Event,
+    restarted: list[Any],
 ) -> int:
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -182,6 +270,12 @@ async def _serve(
             )
         db = DatabaseSettings(kind=kind, url=redact_dsn(dsn), unsafe_durability=bool(unsafe))
         kernel = await stack.enter_async_context(Kernel.running(store, config, paths, db))
+
+        async def after_database_restart() -> None:
+            await store.drop_stale_connections()
+            await kernel.dispatcher.recover()  # leases that units could not give back meanwhile
+
+        restarted.append(after_database_restart)
         server = await stack.enter_async_context(
             serve_kernel_socket(
                 kernel,

@@ -419,9 +419,11 @@ class Dispatcher:
     # -- recovery ------------------------------------------------------------------------------
 
     def _owner_dead(self, owner: str, expired: bool) -> bool:
-        kernel = owner.split("/", 1)[0]
+        kernel, _, dispatch_id = owner.partition("/")
         if kernel == self.kernel_id:
-            return False
+            # Ours: dead only if no unit of ours runs it and its lease ran out (a unit that could
+            # not give its lease back while the database was down).
+            return expired and not any(u.spec.dispatch_id == dispatch_id for u in self.units.values())
         host, _, rest = kernel.partition(":")
         pid_text = rest.split(":", 1)[0]
         if host == self.host and pid_text.isdigit():
