@@ -302,3 +302,43 @@ def test_the_daemon_restarts_a_killed_postgresql(
     assert r.returncode == 0 and "still working" in r.stdout, r.stdout + r.stderr
     log = (home / "logs" / "aos.log").read_text()
     assert '"postgres.died"' in log
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_restart_right_after_an_approval_never_asks_twice(
+    aos: Any, home: Path, model: ScriptedModel, how: str
+) -> None:
+    """A restart between a person's decision and the command: one command, one approval.
+
+    The daemon is stopped (or killed) the moment the approval is decided, wherever its unit is
+    then: the command runs exactly once, or is recorded as unknown if it may have; it is never
+    asked about again."""
+    (home / "aoscb.json").write_text("{}")  # aos-guard on, as it is out of the box
+    count = workspace(home) / "count"
+    model.add({"bash": f"echo approved >> {count} # NEEDS-OK"}, {"text": "done after approval"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model, guard={"ask": ["NEEDS-OK"]})
+    aos("send", sid, "do the risky thing")
+    approval = follow_until(home, sid, 0, "approval.requested")[-1]["body"]["approval_id"]
+    pid = PidLock.holder(home / "run" / "aos.pid")
+    assert pid
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        c.call("approval.resolve", {"approval": approval, "decision": "approve"})
+    if how == "kill":
+        os.kill(pid, signal.SIGKILL)
+    else:
+        assert aos("stop").returncode == 0
+    assert aos("start").returncode == 0, "restarted"
+    facts = follow_until(home, sid, 0, "dispatch.end")
+    asked = [f for f in facts if f["kind"] == "approval.requested"]
+    assert len(asked) == 1, "asked once"
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        every = c.call("approval.list", {"session": sid, "status": None})["approvals"]
+    assert [a["id"] for a in every] == [approval] and every[0]["status"] == "approved"
+    results = [f["body"] for f in facts if f["kind"] == "tool.result"]
+    assert len(results) == 1
+    ran = count.read_text() if count.exists() else ""
+    if results[0]["outcome"] == "ok":
+        assert ran == "approved\n"
+    else:  # killed while it may have been running: recorded as such, never re-run
+        assert results[0]["outcome"] in ("unknown", "interrupted") and ran in ("", "approved\n")

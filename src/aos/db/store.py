@@ -900,6 +900,21 @@ class Store:
             f"SELECT {_APPROVAL_COLS} FROM approvals {clause} ORDER BY created_at, id LIMIT %s", params
         )
 
+    async def approvals_for(self, dispatch_id: str) -> list[dict[str, Any]]:
+        """Every approval asked in a dispatch, oldest first."""
+        return await self._all(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s ORDER BY created_at",
+            (dispatch_id,),
+        )
+
+    async def approval_for_call(self, dispatch_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest approval asked for this tool call (any status but cancelled)."""
+        return await self._one(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s AND call_id = %s"
+            " AND status <> 'cancelled' ORDER BY created_at DESC LIMIT 1",
+            (dispatch_id, call_id),
+        )
+
     async def pending_approval_for(self, dispatch_id: str) -> dict[str, Any] | None:
         return await self._one(
             f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s AND status = 'pending'"

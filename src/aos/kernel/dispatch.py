@@ -350,7 +350,11 @@ class Dispatcher:
         self.hooks.event("approval.requested", {**unit.ids, "approval_id": row["id"], "command": command})
         return await self.wait_approval(unit, row)
 
-    async def wait_approval(self, unit: ReActUnit, row: dict[str, Any]) -> str | None:
+    async def wait_approval(
+        self, unit: ReActUnit, row: dict[str, Any], *, recorded: bool = False
+    ) -> str | None:
+        """Wait until ``row`` is decided (at once if it already is); ``recorded``: its
+        ``approval.resolved`` fact is already in history (a restart after the decision)."""
         spec = unit.spec
         await self._mark_waiting(unit)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -381,16 +385,24 @@ class Dispatcher:
         await self.store.update_dispatch(spec.dispatch_id, status="running")
         await self.store.set_phase(spec.session_id, spec.epoch, "dispatched")
         decision = resolved["status"]
-        await unit.append(
-            "approval.resolved",
-            None,
-            {
-                "approval_id": row["id"],
-                "decision": decision,
-                "by": resolved["resolved_by"],
-                "note": resolved["note"],
-            },
-        )
+        if decision == "cancelled":
+            await unit.append(
+                "tool.result",
+                "tool",
+                unit._result_body(row["call_id"], "interrupted", "not run: its approval was cancelled"),
+            )
+            return None
+        if not recorded:
+            await unit.append(
+                "approval.resolved",
+                None,
+                {
+                    "approval_id": row["id"],
+                    "decision": decision,
+                    "by": resolved["resolved_by"],
+                    "note": resolved["note"],
+                },
+            )
         self.hooks.event("approval.resolved", {**unit.ids, "approval_id": row["id"], "decision": decision})
         if decision == "approved":
             return str(row["command"])
@@ -458,7 +470,19 @@ class Dispatcher:
         if dispatch is None:
             await self.store.release_lease(sid, new_owner, epoch)
             return
-        pending = await self.store.pending_approval_for(dispatch["id"])
+        facts = await self.store.dispatch_facts(sid, dispatch["id"])
+        results = {f["body"].get("call_id") for f in facts if f["kind"] == "tool.result"}
+        started = {f["body"].get("call_id") for f in facts if f["kind"] == "tool.started"}
+        # A call that was asked about and has not run: pending, or decided while no unit could
+        # act on it. Resume it (never ask again); a decided one then runs or is denied at once.
+        pending = next(
+            (
+                a
+                for a in await self.store.approvals_for(dispatch["id"])
+                if a["status"] != "cancelled" and a["call_id"] not in results and a["call_id"] not in started
+            ),
+            None,
+        )
         model, params = self._model(agent, session)
         sandbox, refusal = None, None
         try:
@@ -474,9 +498,7 @@ class Dispatcher:
             log.info("recovery.resume_approval", dispatch=dispatch["id"], approval=pending["id"])
             self._launch(unit, new_owner, resume=True)
             return
-        facts = await self.store.dispatch_facts(sid, dispatch["id"])
         spec.key_counter = len(facts) + 100
-        results = {f["body"].get("call_id") for f in facts if f["kind"] == "tool.result"}
         for f in facts:
             if f["kind"] == "tool.started" and f["body"].get("call_id") not in results:
                 await unit.append(

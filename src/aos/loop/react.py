@@ -603,15 +603,18 @@ class ReActUnit:
             if f["kind"] == "tool.result" and f["seq"] > assistant["seq"]
         }
         self.spec.steps = int((assistant.get("meta") or {}).get("step", 0))
+        resolved = {f["body"].get("approval_id") for f in facts if f["kind"] == "approval.resolved"}
         for raw in assistant["body"].get("tool_calls") or []:
             if raw["id"] in done:
                 continue
             call = ToolCall(raw["id"], raw["name"], raw["arguments"])
-            pending = await self.dispatcher.store.pending_approval_for(self.spec.dispatch_id)
-            if pending is not None and pending["call_id"] == call.id:
-                decision = await self.dispatcher.wait_approval(self, pending)
+            # One command, one approval: a call that was asked about is never asked again,
+            # whether its approval is still pending or was decided while no unit acted on it.
+            asked = await self.dispatcher.store.approval_for_call(self.spec.dispatch_id, call.id)
+            if asked is not None:
+                decision = await self.dispatcher.wait_approval(self, asked, recorded=asked["id"] in resolved)
                 if decision is not None:
-                    await self.execute(call.id, decision, pending["cwd"], await self.command_env(call.id))
+                    await self.execute(call.id, decision, asked["cwd"], await self.command_env(call.id))
             else:
                 await self.tool_call(call)
 
