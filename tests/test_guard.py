@@ -110,7 +110,8 @@ async def test_rules_per_agent(rpc: RpcConnection, kernel: Any, model: ScriptedM
     assert out[1]["outcome"] == "ok"  # allowed by the agent's rule, though sudo normally asks
 
 
-@pytest.mark.parametrize("kernel", GUARDED, indirect=True)
+# A restarting guard is waited for (service_wait_s); one that stays down refuses.
+@pytest.mark.parametrize("kernel", [{"guard": True, "service_wait_s": 1}], indirect=True)
 async def test_guard_down_means_refused(rpc: RpcConnection, kernel: Any, model: ScriptedModel) -> None:
     kernel.kernel.services.policy = Policy(backoff_first_s=30.0)
     await call(rpc, "skill.reload")

@@ -95,7 +95,7 @@ async def test_the_guard_example_blocks_rm_rf(
     assert "starting my-guard" in log
 
 
-async def test_a_killed_service_fails_closed_then_comes_back(
+async def test_a_killed_guard_is_waited_for_then_judges(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel
 ) -> None:
     kernel.kernel.services.policy = Policy(backoff_first_s=2.0)
@@ -109,13 +109,13 @@ async def test_a_killed_service_fails_closed_then_comes_back(
     sid = await agent_session(rpc, model)
     model.add({"bash": "echo harmless"}, {"text": "ok"})
     facts = await dispatch(rpc, kernel, sid)
+    # The command was not run unjudged: the step waited for the guard to come back, said so, and
+    # the restarted guard let it through.
+    waiting = next(f["body"] for f in facts if f["kind"] == "dispatch.waiting")
+    assert waiting["hook"] == "tool.before" and waiting["skills"] == ["my-guard"]
     result = next(f["body"] for f in facts if f["kind"] == "tool.result")
-    assert (
-        result["outcome"] == "rejected"
-        and "not running" in result["output"]
-        and "fail closed" in result["output"]
-    )
-    assert await asyncio.wait_for(runner.wait_state(State.RUNNING), 20) == State.RUNNING  # restarted
+    assert result["outcome"] == "ok" and result["output"] == "harmless\n"
+    assert runner.state.state == State.RUNNING  # restarted
     assert runner.state.restarts == 1 and runner.proc.pid != pid and gone(pid)
 
 

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "max_format_errors": 3,
         "model_retries": 3,
         "model_backoff_ms": 500,
+        "service_wait_s": 30,
     },
     "ui": {"port": 8765},
     # Agent commands run under bubblewrap: auto (when it works), required, or off. See docs/sandbox.md.

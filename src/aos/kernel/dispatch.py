@@ -230,6 +230,7 @@ class Dispatcher:
             max_format_errors=self._limit("max_format_errors", 3),
             model_retries=self._limit("model_retries", 3),
             model_backoff_s=self._limit("model_backoff_ms", 500) / 1000,
+            service_wait_s=float(self._limit("service_wait_s", 30)),
         )
 
     def _launch(self, unit: ReActUnit, owner: str, *, resume: bool) -> None:

@@ -36,9 +36,6 @@ __all__ = ["ReActUnit", "Stop", "UnitSpec"]
 
 log = get_logger("aos.react")
 
-#: How long a step waits for a restarting service whose hook it needs (a crashed aos-context).
-SERVICE_WAIT_S = 30.0
-
 
 class Stop(Exception):
     """Ends the loop: ``status`` goes into the dispatch row and the ``dispatch.end`` fact."""
@@ -67,6 +64,8 @@ class UnitSpec:
     max_format_errors: int
     model_retries: int
     model_backoff_s: float
+    #: How long a step waits for a restarting service whose hook it needs (a crashed aos-context).
+    service_wait_s: float = 30.0
     skills: list[dict[str, str]] = field(default_factory=list)
     #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
     sandbox: SandboxSettings | None = None
@@ -381,7 +380,7 @@ class ReActUnit:
 
     async def _required_transform(self, hook: str, input_data: dict[str, Any], output_data: Any) -> Any:
         """Run a required transform; if it fails because its skill's service is restarting, wait
-        for the service (at most :data:`SERVICE_WAIT_S`, saying so in the stream) and try once more."""
+        for the service (at most ``service_wait_s``, saying so in the stream) and try once more."""
         try:
             return await self.dispatcher.hooks.transform(hook, input_data, output_data)
         except HookError:
@@ -401,10 +400,10 @@ class ReActUnit:
             {
                 "hook": hook,
                 "skills": waiting,
-                "reason": f"waiting up to {SERVICE_WAIT_S:g} s for {', '.join(waiting)} to restart",
+                "reason": f"waiting up to {self.spec.service_wait_s:g} s for {', '.join(waiting)} to restart",
             },
         )
-        return await self.until_interrupted(services.wait_running(waiting, SERVICE_WAIT_S))  # type: ignore[no-any-return]
+        return await self.until_interrupted(services.wait_running(waiting, self.spec.service_wait_s))  # type: ignore[no-any-return]
 
     # -- tool calls ----------------------------------------------------------------------------
 
