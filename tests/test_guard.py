@@ -69,7 +69,7 @@ async def test_destructive_commands_are_refused(
     )
     out = await results(rpc, kernel, sid)
     assert [r["outcome"] for r in out] == ["rejected", "rejected", "rejected", "ok"]
-    assert out[0]["output"] == "refused by aos-guard: recursive delete of / or the home directory"
+    assert out[0]["output"].startswith("refused by aos-guard: recursive delete of / (")
     assert "fork bomb" in out[1]["output"] and "raw write to a disk device" in out[2]["output"]
     assert not marker.exists() and out[3]["output"] == "safe\n"
 
@@ -80,17 +80,19 @@ async def test_risky_commands_go_to_a_person(
 ) -> None:
     await ready(kernel)
     sid = await scripted_session(rpc, model.url)
-    # Outside the workspace, in the agent's private /tmp (its sandbox shows nothing else).
-    tmp = kernel.paths.agent_dir("alice") / "tmp"
-    a, b = tmp / "a", tmp / "b"
+    # Outside the workspace, in the agent's private home (/tmp would be a safe place to delete in).
+    home = kernel.paths.agent_dir("alice") / "home"
+    a, b = home / "a", home / "b"
     a.mkdir(parents=True)
     b.mkdir()
-    model.add({"bash": ["rm -rf /tmp/a", "rm -rf /tmp/b"]}, {"text": "ok"})
+    model.add({"bash": ["rm -rf ~/a", "rm -rf ~/b"]}, {"text": "ok"})
     out = await results(rpc, kernel, sid, approve=["approve", "deny"])
     assert [r["outcome"] for r in out] == ["ok", "denied"]
     assert not a.exists() and b.exists()
     asked = (await call(rpc, "approval.list", {"session": sid, "status": None}))["approvals"]
-    assert [x["reason"] for x in asked] == ["recursive delete outside the workspace"] * 2
+    assert [x["reason"] for x in asked] == [
+        f"recursive delete outside the workspace (~/{n}): those files would be lost" for n in "ab"
+    ]
 
 
 @pytest.mark.parametrize("kernel", GUARDED, indirect=True)

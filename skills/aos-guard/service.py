@@ -1,4 +1,5 @@
-"""aos-guard: a fail-closed tool.before gate with deny and ask rules, configurable per agent."""
+"""aos-guard: a fail-closed tool.before gate. Commands are judged as bash will run them (see
+``judge.py``); per-agent deny, ask and allow rules are regular expressions on the command text."""
 
 from __future__ import annotations
 
@@ -6,31 +7,11 @@ import re
 import time
 from typing import Any
 
+from judge import judge  # this skill's own module: the runner puts the skill's folder on sys.path
+
 from aos_sdk import define_service
 from aos_sdk.errors import AosError
 
-# A recursive flag (-r, -R, -rf, --recursive...) followed, after any other flags, by a target.
-_RECURSIVE_RM = r"\brm\s+(?:-[^\s]*\s+)*(?:-[a-zA-Z]*[rR][a-zA-Z]*|--recursive)\s+(?:-[^\s]*\s+)*"
-_END = r"(?=$|[\s;&|)'\"])"
-
-DENY: list[tuple[str, str]] = [
-    (
-        _RECURSIVE_RM + r"(?:/\*?|~/?\*?|\$HOME/?\*?|\$\{HOME\}/?\*?)" + _END,
-        "recursive delete of / or the home directory",
-    ),
-    (r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:", "fork bomb"),
-    (r"\bdd\b[^\n]*\bof=/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)", "raw write to a disk device"),
-    (r">\s*/dev/(?:sd|hd|vd|xvd|nvme|mmcblk)\w*", "raw write to a disk device"),
-    (r"\bmkfs(?:\.\w+)?\b", "formatting a filesystem"),
-    (r"\bchmod\s+(?:-[^\s]*\s+)*-[a-zA-Z]*R[a-zA-Z]*\s+0?777\s+/" + _END, "making / world-writable"),
-]
-ASK: list[tuple[str, str]] = [
-    (r"(?:^|[\s;&|(])sudo\b", "runs a command as another user"),
-    (r"\bgit\s+push\b[^\n;&|]*(?:--force\b|--force-with-lease\b|\s-f\b)", "force push"),
-    (r"\b(?:curl|wget)\b[^\n|]*\|\s*(?:sudo\s+)?(?:ba|z|da)?sh\b", "runs a downloaded script"),
-    (_RECURSIVE_RM + r"(?:/|\.\./|~)", "recursive delete outside the workspace"),
-    (r"(?:^|[\s;&|])(?:shutdown|reboot|halt|poweroff)\b", "stops the machine"),
-]
 _CACHE_S = 5.0
 _agent_rules: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
@@ -49,34 +30,38 @@ async def rules_for(agent_id: str) -> dict[str, list[str]]:
     return rules
 
 
-def first_match(patterns: list[tuple[str, str]], command: str) -> str | None:
-    for pattern, why in patterns:
+def matches(patterns: list[str], command: str) -> bool:
+    for pattern in patterns:
         try:
             if re.search(pattern, command):
-                return why
+                return True
         except re.error:
             continue  # a bad per-agent pattern must not open the gate for the others
-    return None
+    return False
 
 
 @define_service
 def service() -> dict[str, Any]:
     async def guard(input_data: dict[str, Any], output_data: dict[str, Any]) -> Any:
         command = str(output_data.get("args", {}).get("command", ""))
+        cwd = str(output_data.get("cwd") or "/")
         own: dict[str, list[str]] = {"deny": [], "ask": [], "allow": []}
         if input_data.get("agent_id"):
             try:
                 own = await rules_for(str(input_data["agent_id"]))
             except AosError:
                 pass  # the defaults still apply
-        if first_match([(p, "allowed by the agent's rules") for p in own["allow"]], command):
+        if matches(own["allow"], command):
             return output_data
-        why = first_match([(p, "denied by the agent's rules") for p in own["deny"]] + DENY, command)
-        if why:
-            return {"verdict": "reject", "reason": why}
-        why = first_match([(p, "the agent's rules ask for approval") for p in own["ask"]] + ASK, command)
-        if why:
-            return {"verdict": "ask", "reason": why}
+        if matches(own["deny"], command):
+            return {"verdict": "reject", "reason": "denied by the agent's rules"}
+        verdict = judge(command, cwd)
+        if verdict is not None and verdict.action == "reject":
+            return {"verdict": "reject", "reason": verdict.reason}
+        if matches(own["ask"], command):
+            return {"verdict": "ask", "reason": "the agent's rules ask for approval"}
+        if verdict is not None:
+            return {"verdict": "ask", "reason": verdict.reason}
         return output_data
 
     return {"hooks": {"tool.before": {"handler": guard, "priority": 10, "timeout_s": 5, "failure": "closed"}}}
