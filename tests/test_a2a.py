@@ -324,6 +324,9 @@ def wait_for_fact(home: Path, sid: str, kind: str, n: int = 1, timeout: float = 
 
 
 @pytest.mark.slow
+# Three daemon starts, each importing the model client in its first dispatch: seconds apiece where
+# Python cannot write bytecode; it waits on events throughout, so a loaded machine only takes longer.
+@pytest.mark.timeout(360)
 def test_messages_survive_a_daemon_restart(aos: Any, home: Path, agents: Agents) -> None:
     (home / "aoscb.json").write_text(json.dumps({"skills": {"disabled": ["aos-guard", "aos-skill"]}}))
     assert aos("start").returncode == 0

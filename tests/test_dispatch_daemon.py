@@ -22,7 +22,8 @@ from aos_sdk.testing import ScriptedModel
 from .procutil import live_processes_mentioning
 from .rpc import workspace
 
-pytestmark = pytest.mark.slow
+# Daemons started and stopped: slow, and slower where imports cannot be cached as bytecode.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
