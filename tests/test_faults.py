@@ -200,3 +200,26 @@ async def test_dispatches_wait_for_a_required_service_that_is_restarting(
         for w in waits:
             assert w["body"]["skills"] == ["aos-context"] and "restart" in w["body"]["reason"]
     assert waited >= 1, "at least the first dispatch found the service down and said so"
+
+
+@pytest.mark.parametrize("kernel", [{"content_cap_bytes": 1024 * 1024}], indirect=True)
+async def test_huge_output_is_kept_bounded_with_its_size_recorded(
+    rpc: Any, kernel: Any, model: ScriptedModel
+) -> None:
+    """60 MB printed three times once grew the database by 350 MB and the daemon to 695 MiB."""
+    import asyncio
+
+    from .rpc import call, scripted_session
+
+    sid = await scripted_session(rpc, model.url)
+    model.add({"bash": "head -c 30000000 /dev/urandom | base64 -w 100; echo THE-END"}, {"text": "ok"})
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["size"] > 40_000_000 and result["truncated"] is True
+    agent = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
+    stored = await kernel.store.get_content(result["content_id"], agent)
+    data = bytes(stored["data"])
+    assert len(data) < 1024 * 1024 + 200, "content keeps at most content_cap_bytes (plus the marker)"
+    assert data.rstrip().endswith(b"THE-END") and f"omitted of {result['size']}".encode() in data

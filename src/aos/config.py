@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
         "model_retries": 3,
         "model_backoff_ms": 500,
         "service_wait_s": 30,
+        "content_cap_bytes": 8 * 1024 * 1024,
     },
     "ui": {"port": 8765},
     # Agent commands run under bubblewrap: auto (when it works), required, or off. See docs/sandbox.md.

@@ -231,6 +231,7 @@ class Dispatcher:
             model_retries=self._limit("model_retries", 3),
             model_backoff_s=self._limit("model_backoff_ms", 500) / 1000,
             service_wait_s=float(self._limit("service_wait_s", 30)),
+            content_cap_bytes=self._limit("content_cap_bytes", 8 * 1024 * 1024),
         )
 
     def _launch(self, unit: ReActUnit, owner: str, *, resume: bool) -> None:

@@ -4,7 +4,8 @@
 - a clean environment: a fixed base, plus what the caller adds (``tool.env``, ``AOS_*``);
 - stdout and stderr interleaved as the command writes them;
 - output capped: the first and last halves of ``cap`` bytes are kept, the middle replaced by a
-  marker; the full output is kept aside (``RunResult.full``) so the caller can store it;
+  marker; the output is also kept aside up to ``keep`` bytes (``RunResult.full``, head and tail
+  likewise) so the caller can store it; memory stays bounded whatever a command prints;
 - a timeout, or cancellation (an interrupt), kills the whole group; so does the command's end, so
   background jobs it left behind do not outlive it (``setsid`` detaches deliberately);
 - if the daemon dies, bash gets SIGKILL (parent-death signal), and the next daemon kills the rest
@@ -51,7 +52,7 @@ def base_env() -> dict[str, str]:
 class RunResult:
     exit_code: int | None
     output: str  # visible: capped with a marker
-    full: bytes | None  # the whole output when it was capped or holds NUL bytes, else None
+    full: bytes | None  # the output (up to ``keep``) when it was capped or holds NUL bytes, else None
     size: int  # bytes the command wrote in all
     truncated: bool
     timed_out: bool
@@ -64,43 +65,61 @@ class RunResult:
         return "interrupted" if self.stopped else "timeout" if self.timed_out else "ok"
 
 
-class _Collector:
+class _HeadTail:
+    """The first and last halves of ``cap`` bytes of a stream, and its size: memory stays bounded
+    whatever the command prints."""
+
     def __init__(self, cap: int) -> None:
-        self.cap = cap
+        self.half = max(1, cap // 2)
         self.head = bytearray()
         self.tail = bytearray()
         self.size = 0
-        self.all: bytearray | None = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.all is not None:
-            self.all += chunk
-            if len(self.all) > 64 * 1024 * 1024:  # beyond 64 MiB keep only head and tail
-                self.all = None
-        half = self.cap // 2
-        room = half - len(self.head)
+        room = self.half - len(self.head)
         if room > 0:
             self.head += chunk[:room]
             chunk = chunk[room:]
         if chunk:
             self.tail += chunk
-            if len(self.tail) > half:
-                del self.tail[: len(self.tail) - half]
+            if len(self.tail) > self.half:
+                del self.tail[: len(self.tail) - self.half]
+
+    @property
+    def cut(self) -> bool:
+        return self.size > len(self.head) + len(self.tail)
+
+    def render(self) -> bytes:
+        if not self.cut:
+            return bytes(self.head) + bytes(self.tail)
+        omitted = self.size - len(self.head) - len(self.tail)
+        marker = f"\n… [{omitted} bytes omitted of {self.size}] …\n".encode()
+        return bytes(self.head) + marker + bytes(self.tail)
+
+
+class _Collector:
+    """What the model sees (``cap``) and what is kept in content (``keep``), from one stream."""
+
+    def __init__(self, cap: int, keep: int) -> None:
+        self.visible = _HeadTail(cap)
+        self.kept = _HeadTail(max(cap, keep))
+
+    @property
+    def size(self) -> int:
+        return self.visible.size
+
+    def feed(self, chunk: bytes) -> None:
+        self.visible.feed(chunk)
+        self.kept.feed(chunk)
 
     def result(self) -> tuple[str, bytes | None, bool]:
-        truncated = self.size > len(self.head) + len(self.tail)
-        if not truncated:
-            data = bytes(self.head) + bytes(self.tail)
+        data = self.visible.render()
+        text = data.decode("utf-8", "replace")
+        if not self.visible.cut:
             # Output with NUL bytes is shown escaped; its exact bytes are kept aside too.
-            return data.decode("utf-8", "replace"), data if b"\0" in data else None, False
-        omitted = self.size - len(self.head) - len(self.tail)
-        text = (
-            bytes(self.head).decode("utf-8", "replace")
-            + f"\n… [{omitted} bytes omitted of {self.size}] …\n"
-            + bytes(self.tail).decode("utf-8", "replace")
-        )
-        return text, bytes(self.all) if self.all is not None else None, True
+            return text, data if b"\0" in data else None, False
+        return text, self.kept.render(), True
 
 
 def _kill_group(pgid: int) -> None:
@@ -147,6 +166,7 @@ async def run_bash(
     track_dir: Path | None = None,
     argv: list[str] | None = None,
     stop: asyncio.Event | None = None,
+    keep: int = 8 * 1024 * 1024,
 ) -> RunResult:
     """Run ``command``; see the module docstring. Cancelling kills the command's group.
 
@@ -156,7 +176,8 @@ async def run_bash(
     in a file there while the command runs, so that a daemon restarted after a crash can kill what
     the dead one left running.
 
-    ``stop``, when set while the command runs, kills it like a timeout does, and the result keeps
+    ``keep`` bounds what is kept of the whole output (``RunResult.full``): past it, its first and
+    last halves with a marker saying how much was left out. ``stop``, when set while the command runs, kills it like a timeout does, and the result keeps
     what it printed until then (``stopped``).
     """
     t0 = time.perf_counter()
@@ -188,7 +209,7 @@ async def run_bash(
             )
         procs.track(proc.pid)
     pgid = proc.pid
-    out = _Collector(cap)
+    out = _Collector(cap, keep)
     assert proc.stdout is not None
     stdout = proc.stdout
 

@@ -66,6 +66,8 @@ class UnitSpec:
     model_backoff_s: float
     #: How long a step waits for a restarting service whose hook it needs (a crashed aos-context).
     service_wait_s: float = 30.0
+    #: How much of a command's whole output is kept in content (head and tail past it).
+    content_cap_bytes: int = 8 * 1024 * 1024
     skills: list[dict[str, str]] = field(default_factory=list)
     #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
     sandbox: SandboxSettings | None = None
@@ -521,6 +523,7 @@ class ReActUnit:
             track_dir=self.dispatcher.commands_dir,
             argv=argv,
             stop=self.interrupted,
+            keep=self.spec.content_cap_bytes,
         )
         if res.stopped:
             # What it printed before it was killed is kept: the model and the person see it.
