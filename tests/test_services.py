@@ -412,3 +412,30 @@ async def test_a_service_that_drops_its_connection_is_restarted(rpc: RpcConnecti
     await asyncio.wait_for(runner.wait_state(State.BACKOFF, State.STARTING), 10)
     await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
     assert runner.proc.pid != first and gone(first)
+
+
+async def test_a_gate_under_load_is_never_refused_by_an_in_flight_limit(
+    rpc: RpcConnection, kernel: Any
+) -> None:
+    """At 100 concurrent sessions, guards once refused commands with 'Overloaded: more than 64
+    requests in flight' (a limit meant for untrusted clients, applied to the kernel's hook calls)."""
+    slow = GUARD_PY.replace(
+        "    def guard(input_data, output_data):",
+        "    async def guard(input_data, output_data):\n        import asyncio\n        await asyncio.sleep(0.3)",
+    )
+    write(kernel.paths.home, "slow-guard", GUARD_MD.replace("my-guard", "slow-guard"), slow)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["slow-guard"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    bus = kernel.kernel.hooks
+    verdicts = await asyncio.gather(
+        *(
+            bus.gate(
+                "tool.before",
+                {"agent_id": None, "session_id": None},
+                {"args": {"command": f"echo {i}"}, "cwd": "/"},
+            )
+            for i in range(150)
+        )
+    )
+    assert all(isinstance(v, dict) for v in verdicts), [v for v in verdicts if not isinstance(v, dict)][:1]

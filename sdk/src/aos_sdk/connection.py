@@ -35,7 +35,8 @@ class RpcConnection:
         on_request: serves incoming requests; its return value is the result, an ``AosError`` it
             raises is sent as that error, any other exception as ``internal``.
         on_notification: called for each incoming notification.
-        max_in_flight: incoming requests served at once; more are answered ``overloaded``.
+        max_in_flight: incoming requests served at once; more are answered ``overloaded``. None:
+            no limit (a service serving the kernel: its peer is trusted and paces itself).
         max_message_bytes: frames above this are answered ``invalid_request``.
     """
 
@@ -46,7 +47,7 @@ class RpcConnection:
         on_request: RequestHandler | None = None,
         on_notification: NotificationHandler | None = None,
         on_internal_error: Callable[[Request, BaseException], None] | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int | None = 64,
         max_message_bytes: int | None = None,
     ) -> None:
         self.ws = ws
@@ -88,7 +89,7 @@ class RpcConnection:
                 tg.create_task(
                     self._send(Endpoint.error(event.id, InternalError("this peer serves no methods")))
                 )
-            elif self._in_flight >= self._max_in_flight:
+            elif self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
                 err = Overloaded(f"more than {self._max_in_flight} requests in flight on this connection")
                 tg.create_task(self._send(Endpoint.error(event.id, err)))
             else:
@@ -185,6 +186,7 @@ async def open_connection(
     headers: dict[str, str] | None = None,
     max_message_bytes: int = 64 * 1024 * 1024,
     on_internal_error: Callable[[Request, BaseException], None] | None = None,
+    max_in_flight: int | None = 64,
 ) -> AsyncIterator[RpcConnection]:
     """Connect to an AOS Unix socket; yields a running :class:`RpcConnection`.
 
@@ -203,7 +205,11 @@ async def open_connection(
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise Unavailable(f"nothing is listening on {os.fspath(path)} (is the daemon running?)") from exc
     conn = RpcConnection(
-        ws, on_request=on_request, on_notification=on_notification, on_internal_error=on_internal_error
+        ws,
+        on_request=on_request,
+        on_notification=on_notification,
+        on_internal_error=on_internal_error,
+        max_in_flight=max_in_flight,
     )
     reader = asyncio.create_task(conn.run())
     try:

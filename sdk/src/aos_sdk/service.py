@@ -157,8 +157,10 @@ class Service:
         """Connect, register, and serve until the kernel closes the connection."""
         if not self.hooks and not self.commands:
             self.load()
+        # No in-flight limit on what the kernel asks: under load (100 sessions through a gate) a
+        # limit meant for untrusted clients made gates fail closed.
         async with open_connection(
-            socket_path, on_request=self._serve_request, on_internal_error=_log_traceback
+            socket_path, on_request=self._serve_request, on_internal_error=_log_traceback, max_in_flight=None
         ) as conn:
             self.kernel = conn
             await conn.call("service.register", self.registration(), timeout=10)
