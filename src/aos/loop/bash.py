@@ -177,36 +177,27 @@ async def run_bash(
     the dead one left running.
 
     ``keep`` bounds what is kept of the whole output (``RunResult.full``): past it, its first and
-    last halves with a marker saying how much was left out. ``stop``, when set while the command runs, kills it like a timeout does, and the result keeps
-    what it printed until then (``stopped``).
+    last halves with a marker saying how much was left out. ``stop``, when set while the command
+    runs, kills it like a timeout does, and the result keeps what it printed until then
+    (``stopped``).
     """
     t0 = time.perf_counter()
     marker = None
+    preexec = None
+    if argv is None:
+        marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
+        argv, preexec = ["bash", "-c", command], _child_setup(marker)
     with procs.spawning():
-        if argv is not None:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=cwd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        else:
-            marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
-            proc = await asyncio.create_subprocess_exec(
-                "bash",
-                "-c",
-                command,
-                cwd=cwd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_child_setup(marker),
-            )
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,  # None: CPython spawns with vfork instead of forking the daemon
+        )
         procs.track(proc.pid)
     pgid = proc.pid
     out = _Collector(cap, keep)
