@@ -171,3 +171,22 @@ async def test_a_refused_append_in_a_group_commit_fails_alone(kernel: Any) -> No
     for sid in sids[1:]:
         seqs = sorted(r.seq for i, r in enumerate(results) if sids[i % 4] == sid)
         assert seqs == list(range(1, 11))
+
+
+async def test_history_list_gives_facts_in_the_shape_of_history_get(kernel: Any) -> None:
+    """history.list skips pydantic on its hot path: each fact must still be exactly a Fact."""
+    from aos.kernel import models as m
+
+    async with open_connection(kernel.paths.kernel_sock) as c:
+        agent = await c.call("agent.create", {"name": "shape"})
+        sid = (await c.call("session.create", {"agent": agent["id"]}))["id"]
+        for i in range(3):
+            await c.call(
+                "session.append",
+                {"session": sid, "kind": "note", "body": {"n": i, "é": "ü"}, "meta": {"m": [i]}},
+            )
+        listed = (await c.call("history.list", {"session": sid}))["facts"]
+        assert [f["seq"] for f in listed] == [1, 2, 3]
+        for f in listed:
+            assert m.Fact.model_validate(f).model_dump(mode="json") == f
+            assert await c.call("history.get", {"session": sid, "seq": f["seq"]}) == f

@@ -241,7 +241,9 @@ class Kernel:
                 detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in errors)
                 raise InvalidParams(f"invalid params for {method}: {detail}", errors=errors) from None
             out = await sc.handler(self, ctx, p)
-            result = out.model_dump(mode="json")
+            # A handler on a hot read path may return its result already as JSON-ready data (the
+            # shape of its result model, which the docs and tests hold it to).
+            result = out if isinstance(out, dict) else out.model_dump(mode="json")
             return result
         except AosError as exc:
             error = exc

@@ -13,6 +13,7 @@ import types
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from aos_sdk.errors import Archived, InvalidParams, NotFound, PermissionDenied, Unavailable
@@ -156,18 +157,34 @@ async def session_fork(k: Kernel, ctx: CallContext, p: m.SessionFork) -> m.Sessi
 # -- history -----------------------------------------------------------------------------------
 
 
-async def history_list(k: Kernel, ctx: CallContext, p: m.HistoryList) -> m.HistoryListResult:
+async def history_list(k: Kernel, ctx: CallContext, p: m.HistoryList) -> m.HistoryListResult | dict[str, Any]:
     session = await k.store.get_session(p.session)
     rows = await k.store.list_history(
         p.session, after_seq=p.after_seq, upto_seq=p.upto_seq, limit=p.limit + 1, kinds=p.kinds
     )
     more = len(rows) > p.limit
     rows = rows[: p.limit]
-    return m.HistoryListResult(
-        facts=[m.Fact.model_validate(r) for r in rows],
-        last_seq=session["last_seq"],
-        next_after=rows[-1]["seq"] if more and rows else None,
-    )
+    # The rows go to the wire as they are (a HistoryListResult in shape): validating and dumping
+    # 10,000 facts through pydantic cost more than reading them.
+    return {
+        "facts": [fact_json(r) for r in rows],
+        "last_seq": session["last_seq"],
+        "next_after": rows[-1]["seq"] if more and rows else None,
+    }
+
+
+def fact_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row as ``m.Fact`` dumps it to JSON (times as ISO 8601 with ``Z``)."""
+    out = dict(row)
+    ts = out.get("created_at")
+    if isinstance(ts, datetime):
+        out["created_at"] = _iso(ts)
+    return out
+
+
+def _iso(ts: datetime) -> str:
+    text = ts.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 async def history_get(k: Kernel, ctx: CallContext, p: m.HistoryGet) -> m.Fact:
