@@ -23,7 +23,7 @@ import orjson
 import psycopg
 from psycopg import errors as pgerr
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
@@ -96,7 +96,25 @@ class _PendingAppend:
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
     with _translate():
-        return await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+        await _in_utc(conn)
+        return conn
+
+
+async def _in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Times come back in UTC whatever the server's zone, so every path writes them alike."""
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+# A fact as the JSON text history.list sends (Fact's shape, times as pydantic writes them), built
+# by PostgreSQL: the kernel passes it through without parsing or re-encoding anything.
+_FACT_JSON = (
+    "json_build_object('session_id', session_id, 'seq', seq, 'epoch', epoch, 'kind', kind,"
+    " 'role', role, 'body', body, 'meta', meta, 'idempotency_key', idempotency_key,"
+    " 'created_at', to_char(created_at AT TIME ZONE 'UTC', CASE WHEN date_part('microseconds',"
+    ' created_at)::bigint %% 1000000 = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\''
+    ' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END))::text'
+)
 
 
 _MIGRATION_RE = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -187,6 +205,7 @@ class Store:
             max_size=max_size,
             open=False,
             kwargs={"autocommit": True, "row_factory": dict_row},
+            configure=_in_utc,
             name="aos",
         )
         with _translate():
@@ -631,6 +650,32 @@ class Store:
         return await self._all(
             f"SELECT {_FACT_COLS} FROM history WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s", params
         )
+
+    async def list_history_json(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        upto_seq: int | None = None,
+        limit: int = 1000,
+        kinds: Sequence[str] | None = None,
+    ) -> list[tuple[int, str]]:
+        """Like :meth:`list_history`, but each fact as ``(seq, its JSON text)``, made by the server."""
+        where = ["session_id = %s", "seq > %s"]
+        params: list[Any] = [session_id, after_seq]
+        if upto_seq is not None:
+            where.append("seq <= %s")
+            params.append(upto_seq)
+        if kinds:
+            where.append("kind = ANY(%s)")
+            params.append(list(kinds))
+        params.append(limit)
+        sql = f"SELECT seq, {_FACT_JSON} FROM history WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        with _translate():
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(sql, params)
+                return [(int(seq), text) for seq, text in await cur.fetchall()]
 
     async def get_fact(self, session_id: str, seq: int) -> dict[str, Any]:
         row = await self._one(

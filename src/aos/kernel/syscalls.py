@@ -13,8 +13,9 @@ import types
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+
+import orjson
 
 from aos_sdk.errors import Archived, InvalidParams, NotFound, PermissionDenied, Unavailable
 
@@ -159,32 +160,19 @@ async def session_fork(k: Kernel, ctx: CallContext, p: m.SessionFork) -> m.Sessi
 
 async def history_list(k: Kernel, ctx: CallContext, p: m.HistoryList) -> m.HistoryListResult | dict[str, Any]:
     session = await k.store.get_session(p.session)
-    rows = await k.store.list_history(
+    rows = await k.store.list_history_json(
         p.session, after_seq=p.after_seq, upto_seq=p.upto_seq, limit=p.limit + 1, kinds=p.kinds
     )
     more = len(rows) > p.limit
     rows = rows[: p.limit]
-    # The rows go to the wire as they are (a HistoryListResult in shape): validating and dumping
-    # 10,000 facts through pydantic cost more than reading them.
+    # A HistoryListResult in shape, whose facts are JSON texts PostgreSQL made, spliced into the
+    # answer as they are: parsing, validating and re-encoding 10,000 facts cost more than reading
+    # them. (A test holds each to Fact and to history.get.)
     return {
-        "facts": [fact_json(r) for r in rows],
+        "facts": [orjson.Fragment(text) for _, text in rows],
         "last_seq": session["last_seq"],
-        "next_after": rows[-1]["seq"] if more and rows else None,
+        "next_after": rows[-1][0] if more and rows else None,
     }
-
-
-def fact_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A history row as ``m.Fact`` dumps it to JSON (times as ISO 8601 with ``Z``)."""
-    out = dict(row)
-    ts = out.get("created_at")
-    if isinstance(ts, datetime):
-        out["created_at"] = _iso(ts)
-    return out
-
-
-def _iso(ts: datetime) -> str:
-    text = ts.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 async def history_get(k: Kernel, ctx: CallContext, p: m.HistoryGet) -> m.Fact:
