@@ -223,3 +223,37 @@ async def test_huge_output_is_kept_bounded_with_its_size_recorded(
     data = bytes(stored["data"])
     assert len(data) < 1024 * 1024 + 200, "content keeps at most content_cap_bytes (plus the marker)"
     assert data.rstrip().endswith(b"THE-END") and f"omitted of {result['size']}".encode() in data
+
+
+async def test_a_message_whose_dispatch_never_started_is_answered_after_a_crash(
+    rpc: Any, kernel: Any, model: ScriptedModel
+) -> None:
+    """A daemon stopped between appending a dispatch's input and writing its row left the session
+    leased forever ('no dispatch …' at every recovery) and the message unanswered."""
+    import asyncio
+
+    from .rpc import call, scripted_session
+
+    sid = await scripted_session(rpc, model.url)
+    store = kernel.store
+    # What the dead daemon (a pid that does not exist) got done: the lease, then the input.
+    leased = await store.claim_lease(sid, f"{kernel.kernel.dispatcher.host}:999999:dead/di_unstarted", 30)
+    await store.append(
+        sid,
+        epoch=int(leased["lease_epoch"]),
+        kind="message",
+        role="user",
+        body={"text": "are you there?"},
+        meta={"dispatch_id": "di_unstarted"},
+        idempotency_key="di_unstarted:1",
+    )
+    model.add({"text": "yes, answered after the crash"})
+    await kernel.kernel.dispatcher.recover()
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await call(rpc, "history.list", {"session": sid}))["facts"]
+    assert [f["kind"] for f in facts][-2:] == ["message", "dispatch.end"]
+    assert facts[-2]["body"]["text"] == "yes, answered after the crash"
+    assert facts[-1]["body"]["status"] == "done"
+    assert (await call(rpc, "dispatch.get", {"dispatch": "di_unstarted"}))["status"] == "done"
+    session = await call(rpc, "session.get", {"session": sid})
+    assert session["lease_owner"] is None

@@ -203,7 +203,9 @@ async def open_connection(
             ping_interval=None,
         )
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise Unavailable(f"nothing is listening on {os.fspath(path)} (is the daemon running?)") from exc
+        raise Unavailable(
+            f"nothing is listening on {os.fspath(path)} (is the daemon running?)", not_running=True
+        ) from exc
     conn = RpcConnection(
         ws,
         on_request=on_request,

@@ -61,7 +61,9 @@ class SyncClient:
             self._sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             self._sock.close()
-            raise Unavailable(f"nothing is listening on {self.path} (is the daemon running?)") from exc
+            raise Unavailable(
+                f"nothing is listening on {self.path} (is the daemon running?)", not_running=True
+            ) from exc
         self._buf = bytearray()
         self._ep = Endpoint()
         self._pending_notifications: list[Notification] = []

@@ -962,9 +962,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = Paths.from_env()
     try:
         return int(args.func(args, paths))
-    except Unavailable:
-        _err(f"aos is not running (no daemon on {paths.kernel_sock}); start it with `aos start`")
-        return EXIT_NOT_RUNNING
+    except Unavailable as exc:
+        if exc.details.get("not_running"):  # no daemon to answer at all (raised by the client)
+            _err(f"aos is not running (no daemon on {paths.kernel_sock}); start it with `aos start`")
+            return EXIT_NOT_RUNNING
+        # The daemon answered: something it needs is down (the database, a model), or it is stopping.
+        if getattr(args, "json", False):
+            _print_json({"error": exc.to_error()})
+        else:
+            _err(f"{exc.type}: {exc.message}")
+        return EXIT_ERROR
     except AosError as exc:
         if getattr(args, "json", False):
             _print_json({"error": exc.to_error()})

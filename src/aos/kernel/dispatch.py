@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import Archived, Conflict, NotFound, Rejected
+from aos_sdk.errors import Archived, Conflict, NotFound, Rejected, Unavailable
 
 from ..db.store import Store, new_id
 from ..logs import get_logger
@@ -78,6 +78,10 @@ class Dispatcher:
         self._lost: set[str] = set()
         self._waiting: set[str] = set()  # dispatch ids waiting for a human
         self._background: asyncio.Task[None] | None = None
+        #: Set when the daemon stops: no new dispatch is accepted after it.
+        self._closing = False
+        self._starting = 0  # starts under way (close waits for them, then stops what they began)
+        self._started = asyncio.Event()
         self.commands_dir = kernel.paths.run / "commands"
 
     # -- configuration -------------------------------------------------------------------------
@@ -142,7 +146,22 @@ class Dispatcher:
     # -- start ---------------------------------------------------------------------------------
 
     async def start(self, session_id: str, text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq}`` at once."""
+        """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq}`` at once.
+
+        Raises:
+            Unavailable: the daemon is stopping (a dispatch started now would be cut off at once).
+        """
+        if self._closing:
+            raise Unavailable("the daemon is stopping: dispatch again once it is back")
+        self._starting += 1
+        try:
+            return await self._start(session_id, text, meta)
+        finally:
+            self._starting -= 1
+            if not self._starting:
+                self._started.set()
+
+    async def _start(self, session_id: str, text: str, meta: dict[str, Any] | None) -> dict[str, Any]:
         session = await self.store.get_session(session_id)
         agent = await self.store.get_agent(session["agent_id"])
         if agent["status"] != "active":
@@ -462,7 +481,12 @@ class Dispatcher:
 
     async def _recover_one(self, session: dict[str, Any], dispatch_id: str | None) -> None:
         sid = session["id"]
-        dispatch = await self.store.get_dispatch(dispatch_id) if dispatch_id else None
+        dispatch = None
+        if dispatch_id:
+            # The row is written after the lease is claimed and the input appended: a daemon that
+            # stopped in between leaves a lease whose dispatch row never existed (see below).
+            with contextlib.suppress(NotFound):
+                dispatch = await self.store.get_dispatch(dispatch_id)
         new_owner = f"{self.kernel_id}/{dispatch_id or 'recovery'}"
         leased = await self.store.take_over_lease(sid, session["lease_owner"], new_owner, self.ttl)
         if leased is None:
@@ -470,6 +494,10 @@ class Dispatcher:
         epoch = int(leased["lease_epoch"])
         agent = await self.store.get_agent(session["agent_id"])
         if dispatch is None:
+            if dispatch_id is not None and await self._start_unstarted(
+                session, agent, dispatch_id, new_owner, epoch
+            ):
+                return
             await self.store.release_lease(sid, new_owner, epoch)
             return
         facts = await self.store.dispatch_facts(sid, dispatch["id"])
@@ -532,6 +560,37 @@ class Dispatcher:
         await self.store.release_lease(sid, new_owner, epoch)
         log.info("recovery.crashed_dispatch", dispatch=dispatch["id"], session=sid)
 
+    async def _start_unstarted(
+        self, session: dict[str, Any], agent: dict[str, Any], dispatch_id: str, owner: str, epoch: int
+    ) -> bool:
+        """A dispatch whose input message is durable but whose row was never written (the daemon
+        stopped in between): run it now, so the message is answered rather than silently dropped.
+        Returns False when there is nothing to run (no input, or more than an input)."""
+        sid = session["id"]
+        facts = await self.store.dispatch_facts(sid, dispatch_id)
+        if len(facts) != 1 or facts[0]["kind"] != "message" or facts[0]["role"] != "user":
+            return False
+        try:
+            sandbox = self.sandbox_for(agent)
+        except Rejected:
+            return False
+        model, params = self._model(agent, session)
+        spec = self._spec(dispatch_id, session, agent, epoch, model, params, sandbox)
+        spec.input_seq, spec.input_meta = int(facts[0]["seq"]), dict(facts[0].get("meta") or {})
+        spec.key_counter = 100  # the input took the first key
+        await self.store.create_dispatch(
+            dispatch_id=dispatch_id,
+            session_id=sid,
+            agent_id=agent["id"],
+            epoch=epoch,
+            owner=owner,
+            model=model,
+            input_seq=spec.input_seq,
+        )
+        self._launch(ReActUnit(spec, self), owner, resume=False)
+        log.info("recovery.started_unstarted_dispatch", dispatch=dispatch_id, session=sid)
+        return True
+
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start_background(self) -> None:
@@ -552,7 +611,12 @@ class Dispatcher:
 
     async def close(self, timeout: float) -> None:
         """Stop: interrupt running units (cause shutdown); units waiting for a human just stop
-        (their approval stays pending and resumes at the next start)."""
+        (their approval stays pending and resumes at the next start). No dispatch starts once
+        this begins; one that was starting is let finish starting, then stopped like the rest."""
+        self._closing = True
+        while self._starting:
+            self._started.clear()
+            await self._started.wait()
         if self._background is not None:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
