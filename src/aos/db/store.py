@@ -85,6 +85,22 @@ def _translate() -> Iterator[None]:
         raise InternalError(f"database error {state}: {exc.diag.message_primary or exc}") from exc
 
 
+def _history_range(
+    session_id: str, after_seq: int, upto_seq: int | None, kinds: Sequence[str] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters (the LIMIT's last) of a page of a session's history."""
+    where = ["session_id = %s", "seq > %s"]
+    params: list[Any] = [session_id, after_seq]
+    if upto_seq is not None:
+        where.append("seq <= %s")
+        params.append(upto_seq)
+    if kinds:
+        where.append("kind = ANY(%s)")
+        params.append(list(kinds))
+    params.append(limit)
+    return " AND ".join(where), params
+
+
 _MAX_BATCH = 256
 
 
@@ -638,17 +654,9 @@ class Store:
         limit: int = 1000,
         kinds: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        where = ["session_id = %s", "seq > %s"]
-        params: list[Any] = [session_id, after_seq]
-        if upto_seq is not None:
-            where.append("seq <= %s")
-            params.append(upto_seq)
-        if kinds:
-            where.append("kind = ANY(%s)")
-            params.append(list(kinds))
-        params.append(limit)
+        where, params = _history_range(session_id, after_seq, upto_seq, kinds, limit)
         return await self._all(
-            f"SELECT {_FACT_COLS} FROM history WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s", params
+            f"SELECT {_FACT_COLS} FROM history WHERE {where} ORDER BY seq LIMIT %s", params
         )
 
     async def list_history_json(
@@ -661,16 +669,8 @@ class Store:
         kinds: Sequence[str] | None = None,
     ) -> list[tuple[int, str]]:
         """Like :meth:`list_history`, but each fact as ``(seq, its JSON text)``, made by the server."""
-        where = ["session_id = %s", "seq > %s"]
-        params: list[Any] = [session_id, after_seq]
-        if upto_seq is not None:
-            where.append("seq <= %s")
-            params.append(upto_seq)
-        if kinds:
-            where.append("kind = ANY(%s)")
-            params.append(list(kinds))
-        params.append(limit)
-        sql = f"SELECT seq, {_FACT_JSON} FROM history WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        where, params = _history_range(session_id, after_seq, upto_seq, kinds, limit)
+        sql = f"SELECT seq, {_FACT_JSON} FROM history WHERE {where} ORDER BY seq LIMIT %s"
         with _translate():
             async with self.pool.connection() as conn:
                 cur = conn.cursor(row_factory=tuple_row)
