@@ -36,17 +36,21 @@ _KEY_RE = re.compile(
 )
 _ENV_RE = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD|API_KEY)$|API_KEY", re.I)
 _values: list[str] = []
-_SHAPES_SRC = (
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?-----END[A-Z0-9 ]*PRIVATE KEY-----"
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
-    r"|\bgh[pousr]_[A-Za-z0-9]{36,}"
-    r"|\bgithub_pat_[A-Za-z0-9_]{40,}"
-    r"|\bsk-[A-Za-z0-9_-]{20,}"
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|\bAIza[0-9A-Za-z_-]{35}"
-)
-_SHAPES = re.compile(_SHAPES_SRC, re.S)
-_SHAPES_B = re.compile(_SHAPES_SRC.encode(), re.S)
+# Each credential shape with the substrings that must be present for it to match: the cheap
+# substring test runs first, so text without any of them (nearly all output) costs a few scans.
+_SHAPE_RULES: list[tuple[tuple[str, ...], str]] = [
+    (("PRIVATE KEY-----",), r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?-----END[A-Z0-9 ]*PRIVATE KEY-----"),
+    (("AKIA", "ASIA"), r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[A-Za-z0-9]{36,}"),
+    (("github_pat_",), r"\bgithub_pat_[A-Za-z0-9_]{40,}"),
+    (("sk-",), r"\bsk-[A-Za-z0-9_-]{20,}"),
+    (("xox",), r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    (("AIza",), r"\bAIza[0-9A-Za-z_-]{35}"),
+]
+_SHAPES = [(triggers, re.compile(src, re.S)) for triggers, src in _SHAPE_RULES]
+_SHAPES_B = [
+    (tuple(t.encode() for t in triggers), re.compile(src.encode(), re.S)) for triggers, src in _SHAPE_RULES
+]
 _values_b: list[bytes] = []
 
 
@@ -68,7 +72,10 @@ def _scrub(text: str) -> str:
     for value in _values:
         if value in text:
             text = text.replace(value, SECRET)
-    return _SHAPES.sub(SECRET, text)
+    for triggers, rx in _SHAPES:
+        if any(t in text for t in triggers):
+            text = rx.sub(SECRET, text)
+    return text
 
 
 def scrub_bytes(data: bytes) -> bytes:
@@ -76,7 +83,10 @@ def scrub_bytes(data: bytes) -> bytes:
     for value in _values_b:
         if value in data:
             data = data.replace(value, SECRET.encode())
-    return _SHAPES_B.sub(SECRET.encode(), data)
+    for triggers, rx in _SHAPES_B:
+        if any(t in data for t in triggers):
+            data = rx.sub(SECRET.encode(), data)
+    return data
 
 
 def scrub_values(value: Any) -> Any:
