@@ -2,11 +2,12 @@
 
 - **bwrap**: the sandboxed path (no ``preexec_fn``: CPython spawns with vfork), a full argv as a
   dispatch builds it (system binds, workspace, home, /tmp, namespaces, ulimits);
-- **unsandboxed**: ``bash -c`` with the ``preexec_fn`` that sets the parent-death signal and
-  records the process group (CPython must fork the whole process for it).
+- **unsandboxed**: ``bash -c`` under util-linux's ``setpriv --pdeathsig KILL`` (also vfork);
+- **unsandboxed, preexec_fn**: the fallback where ``setpriv`` is missing: a ``preexec_fn`` sets
+  the parent-death signal, so CPython must fork the whole process.
 
-Both are measured in a process holding ``--ballast-mib`` of memory (default 240, the daemon's size
-once litellm is loaded), because the unsandboxed path's fork copies the page tables of all of it.
+All are measured in a process holding ``--ballast-mib`` of memory (default 240, the daemon's size
+once litellm is loaded), because a fork copies the page tables of all of it.
 
 Usage: ``uv run python bench/sandbox_bench.py [--runs 200] [--ballast-mib 240]``.
 """
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from _harness import pct
-from aos.loop.bash import base_env, run_bash
+from aos.loop.bash import base_env, run_bash, setpriv_path
 from aos.loop.sandbox import SandboxSettings, build_argv, probe
 
 
@@ -58,7 +60,15 @@ def main() -> None:
         ballast[i] = 1  # touch every page, as a daemon's heap is
     ws = Path(tempfile.mkdtemp(prefix="aos-sbx-bench-"))
     rows = []
-    for name, sandboxed in (("bwrap (vfork)", True), ("unsandboxed (fork + preexec_fn)", False)):
+    paths = (
+        ("bwrap (vfork)", True, False),
+        ("unsandboxed (setpriv, vfork)", False, False),
+        ("unsandboxed, preexec_fn (fork)", False, True),
+    )
+    for name, sandboxed, fallback in paths:
+        if fallback:
+            setpriv_path.cache_clear()
+            os.environ["PATH"] = "/nonexistent"  # no setpriv: the preexec_fn fallback
         ms = asyncio.run(measure(args.runs, sandboxed, ws))
         rows.append((name, statistics.median(ms), pct(ms, 0.99)))
     base = rows[0][1]

@@ -58,14 +58,20 @@ def follow_until(home: Path, sid: str, after: int, until: str, timeout: float = 
     return facts
 
 
-def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, tmp_path: Path) -> None:
+# Sandboxed (bubblewrap ends the sandbox with the daemon) and not (setpriv's parent-death signal,
+# then the next daemon kills the rest of the process group from its record).
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_kill9_while_a_command_runs(
+    aos: Any, home: Path, model: ScriptedModel, tmp_path: Path, sandbox: str
+) -> None:
     count = workspace(home) / "count"
     fifo = workspace(home) / "started.fifo"
     os.mkfifo(fifo)
-    # A duration no other test uses: the leftover check below looks for this very process.
-    model.add({"bash": f"echo run >> {count}; echo go > {fifo}; sleep 397"})
+    # A duration no other test uses: the leftover check below looks for this very process (and
+    # the background child that outlives bash unless its group is killed).
+    model.add({"bash": f"echo run >> {count}; sleep 398 & echo go > {fifo}; sleep 397"})
     assert aos("start").returncode == 0
-    sid = setup_agent(home, model)
+    sid = setup_agent(home, model, sandbox=sandbox)
     r = aos("send", sid, "run it")
     assert r.returncode == 0 and "dispatched di_" in r.stdout
 
@@ -88,6 +94,7 @@ def test_kill9_while_a_command_runs(aos: Any, home: Path, model: ScriptedModel, 
         assert c.call("dispatch.get", {"dispatch": facts[0]["meta"]["dispatch_id"]})["steps"] == 1
     assert count.read_text() == "run\n", "the command must have run exactly once"
     assert live_processes_mentioning("sleep 397") == [], "the crashed command must not keep running"
+    assert live_processes_mentioning("sleep 398") == [], "nor anything it started"
     with SyncClient(home / "run" / "kernel.sock") as c:
         s = c.call("session.get", {"session": sid})
         assert s["phase"] == "idle" and s["lease_owner"] is None

@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
+from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
 from ..redact import redact, scrub_values
@@ -178,6 +179,7 @@ class Kernel:
     async def probe_sandbox(self) -> None:
         """Find out once whether agent commands can be sandboxed, and say so loudly if not."""
         self.sandbox_probe = await asyncio.to_thread(probe_sandbox)
+        await asyncio.to_thread(setpriv_path)  # looked up once, off the loop (unsandboxed commands)
         mode = self.sandbox_settings().mode
         if self.sandbox_probe.available:
             log.info("sandbox.ready", bwrap=self.sandbox_probe.version, mode=mode)

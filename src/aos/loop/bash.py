@@ -8,8 +8,11 @@
   likewise) so the caller can store it; memory stays bounded whatever a command prints;
 - a timeout, or cancellation (an interrupt), kills the whole group; so does the command's end, so
   background jobs it left behind do not outlive it (``setsid`` detaches deliberately);
-- if the daemon dies, bash gets SIGKILL (parent-death signal), and the next daemon kills the rest
-  of the group from its record in ``$AOS_HOME/run/commands/``.
+- if the daemon dies, bash gets SIGKILL (parent-death signal, set by util-linux's ``setpriv``
+  where it exists, else by a ``preexec_fn``, which makes CPython fork the whole daemon), and the
+  next daemon kills the rest of the group from its record in ``$AOS_HOME/run/commands/``;
+- sandboxed commands (an ``argv`` from :mod:`aos.loop.sandbox`) need none of this: bubblewrap
+  ends the whole sandbox with the command or the daemon.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +33,7 @@ from pathlib import Path
 
 from ..kernel import procs
 
-__all__ = ["RunResult", "base_env", "kill_leftovers", "run_bash"]
+__all__ = ["RunResult", "base_env", "kill_leftovers", "run_bash", "setpriv_path"]
 
 _DRAIN_AFTER_EXIT_S = 0.2  # background jobs may hold the output pipe open after bash exits
 
@@ -142,6 +148,19 @@ def _child_setup(marker: Path | None) -> Callable[[], None]:
     return setup
 
 
+@functools.cache
+def setpriv_path() -> str | None:
+    """util-linux's ``setpriv``, if it can set a parent-death signal (2.33+), else None."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        help_text = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if "--pdeathsig" in help_text else None
+
+
 def kill_leftovers(folder: Path) -> list[int]:
     """Kill the process groups of commands a dead daemon left running (``<folder>/*.pgid``)."""
     killed = []
@@ -184,9 +203,17 @@ async def run_bash(
     t0 = time.perf_counter()
     marker = None
     preexec = None
+    late_marker = False  # written by us right after the spawn instead of by the child
     if argv is None:
         marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
-        argv, preexec = ["bash", "-c", command], _child_setup(marker)
+        setpriv = setpriv_path()
+        if setpriv is not None:
+            # setpriv sets the parent-death signal and execs bash: no preexec_fn, so no fork of
+            # the whole daemon. The group record follows the spawn by microseconds; a daemon
+            # killed in between still kills bash itself through the signal.
+            argv, late_marker = [setpriv, "--pdeathsig", "KILL", "--", "bash", "-c", command], True
+        else:
+            argv, preexec = ["bash", "-c", command], _child_setup(marker)
     with procs.spawning():
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -199,6 +226,8 @@ async def run_bash(
             preexec_fn=preexec,  # None: CPython spawns with vfork instead of forking the daemon
         )
         procs.track(proc.pid)
+    if late_marker and marker is not None:
+        marker.write_text(str(proc.pid))
     pgid = proc.pid
     out = _Collector(cap, keep)
     assert proc.stdout is not None
