@@ -188,6 +188,9 @@ def test_bad_aoscb_json_is_reported(aos: Any, home: Path) -> None:
     (home / "aoscb.json").write_text("{oops")
     r = aos("start")
     assert r.returncode == 1 and "aoscb.json: not valid JSON" in r.stderr
+    (home / "aoscb.json").write_text('{"model_client": "fast"}')
+    r = aos("start")
+    assert r.returncode == 1 and "model_client must be auto or litellm, got 'fast'" in r.stderr
 
 
 @pytest.mark.slow

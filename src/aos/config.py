@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "model": "openrouter/openai/gpt-4o-mini",
     "model_params": {},
+    # auto: OpenAI-compatible endpoints with an api_base are called directly; litellm: always litellm.
+    "model_client": "auto",
     "skills": {"roots": ["skills", "$AOS_HOME/skills"], "disabled": [], "watch": True},
     "context": {"fold_bytes": 16384, "compact_at": 0.8, "keep_share": 0.3, "window": None},
     "a2a": {"max_hops": 4, "wait_s": 110},
@@ -189,6 +191,8 @@ def load_config(paths: Paths) -> Config:
     cfg = Config(data, sources)
     for name in DEFAULTS["limits"]:
         cfg.limit(name)
+    if data.get("model_client") not in ("auto", "litellm"):
+        raise ConfigError(f"model_client must be auto or litellm, got {data.get('model_client')!r}")
     from .loop.sandbox import SandboxError, resolve_settings
 
     try:

@@ -3,7 +3,10 @@
 :class:`ScriptedModel` is an OpenAI-compatible chat-completions server on 127.0.0.1 that plays a
 script of responses and records every request it gets. litellm (and so the AOS kernel) reaches it
 over its real HTTP code path: point an agent's model at ``openai/<anything>`` with
-``api_base=model.url``. It is the one fake AOS tests allow: everything else is real.
+``api_base=model.url``. It is the one fake AOS tests allow: everything else is real. It also
+answers Anthropic's Messages API (``POST …/messages``, the same script in that shape), so
+litellm's conversion for Anthropic runs for real too: ``anthropic/<anything>`` with
+``api_base=f"http://127.0.0.1:{model.port}"``.
 
 Script steps (dicts)::
 
@@ -14,6 +17,7 @@ Script steps (dicts)::
     {"status": 500, "error": "overloaded"}             # a provider error with that HTTP status
     {"delay": 0.5, "text": "slow"}                     # answer after a delay
     {"usage": {"prompt_tokens": 10, "completion_tokens": 2}, "text": "x"}   # explicit usage
+    {"raw": {"not": "a completion"}}                   # this exact JSON body, status 200
 
 When the script runs out, ``respond(request)`` (if given) picks the step from the request; else
 the server answers 400 ``script exhausted`` (not retried by clients). :func:`react_loop` is such
@@ -61,6 +65,8 @@ class ScriptedModel:
         self._respond = respond
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        #: The HTTP headers of each request (names lower-cased), in the order of ``requests``.
+        self.headers: list[dict[str, str]] = []
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -158,7 +164,7 @@ class ScriptedModel:
                     k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload = await self._answer(method, path, body)
+                status, payload = await self._answer(method, path, body, headers)
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
@@ -174,8 +180,12 @@ class ScriptedModel:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+    async def _answer(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        route = path.split("?")[0].rstrip("/")
+        anthropic = route.endswith("/messages")
+        if method != "POST" or not (route.endswith("/chat/completions") or anthropic):
             return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
         try:
             request = json.loads(body)
@@ -191,6 +201,7 @@ class ScriptedModel:
             await asyncio.sleep(float(step["delay"]))
         with self._answered:
             self.requests.append(request)
+            self.headers.append(headers)
             self._answered.notify_all()
         if step is None:
             return 400, {"error": {"message": "script exhausted", "type": "invalid_request_error"}}
@@ -198,7 +209,10 @@ class ScriptedModel:
             return int(step["status"]), {
                 "error": {"message": step.get("error", "scripted error"), "type": "server_error"}
             }
-        return 200, self._completion(n, request, step)
+        if "raw" in step:  # an answer sent exactly as scripted (a malformed one, say)
+            return 200, step["raw"]
+        completion = self._completion(n, request, step)
+        return 200, _as_anthropic(completion) if anthropic else completion
 
     @staticmethod
     def _completion(n: int, request: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
@@ -230,12 +244,52 @@ class ScriptedModel:
         }
 
 
+def _as_anthropic(completion: dict[str, Any]) -> dict[str, Any]:
+    """The same answer in the shape of Anthropic's Messages API (``POST /v1/messages``)."""
+    message = completion["choices"][0]["message"]
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call["id"],
+                "name": call["function"]["name"],
+                "input": json.loads(call["function"]["arguments"] or "{}"),
+            }
+        )
+    usage = completion["usage"]
+    return {
+        "id": f"msg_{completion['id']}",
+        "type": "message",
+        "role": "assistant",
+        "model": completion["model"],
+        "content": content,
+        "stop_reason": "tool_use" if message.get("tool_calls") else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
+    }
+
+
+def _after_tool_result(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last message carries a tool's result (OpenAI or Anthropic shape)."""
+    if not messages:
+        return False
+    last = messages[-1]
+    if last.get("role") == "tool":
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
 def react_loop(command: str = "true", text: str = "done") -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A policy answering each request: bash ``command`` first, ``text`` once a tool result is in."""
 
     def respond(request: dict[str, Any]) -> dict[str, Any]:
-        messages = request.get("messages") or []
-        if messages and messages[-1].get("role") == "tool":
+        if _after_tool_result(request.get("messages") or []):
             return {"text": text}
         return {"bash": command}
 

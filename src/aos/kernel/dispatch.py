@@ -29,7 +29,7 @@ from aos_sdk.errors import Archived, Conflict, NotFound, Rejected, Unavailable
 from ..db.store import Store, new_id
 from ..logs import get_logger
 from ..loop.bash import kill_leftovers
-from ..loop.model import ToolCall
+from ..loop.model import CLIENTS, ToolCall
 from ..loop.react import ReActUnit, Stop, UnitSpec
 from ..loop.sandbox import INSTALL_HINT, SandboxError, SandboxSettings, check_workspace
 from ..skills.index import enabled
@@ -106,6 +106,30 @@ class Dispatcher:
                 params.update(p)
         return str(model), params
 
+    def model_client(self, agent: dict[str, Any], session: dict[str, Any]) -> str:
+        """The ``model_client`` setting (session, agent, then aoscb.json; default ``auto``).
+
+        Raises:
+            Rejected: a value other than ``auto`` or ``litellm``.
+        """
+        cfg = self.kernel.config.data
+        for layer in (session["settings"] or {}, agent["settings"] or {}, cfg):
+            value = layer.get("model_client")
+            if value is not None:
+                if value not in CLIENTS:
+                    raise Rejected(
+                        f"model_client must be one of {', '.join(CLIENTS)}, not {value!r}",
+                        setting="model_client",
+                    )
+                return str(value)
+        return "auto"
+
+    def _lenient_model_client(self, agent: dict[str, Any], session: dict[str, Any]) -> str:
+        try:
+            return self.model_client(agent, session)
+        except Rejected:
+            return "auto"  # a dispatch resumed after a restart keeps going
+
     def _workspace(self, agent: dict[str, Any]) -> Path:
         if agent["workspace"]:
             return Path(str(agent["workspace"])).expanduser()
@@ -175,6 +199,7 @@ class Dispatcher:
             raise Rejected(f"dispatch.before refused by {gate.skill}: {gate.reason}", skill=gate.skill)
         text = str(gate.get("message", text)) if isinstance(gate, dict) else text
         model, params = self._model(agent, session)
+        self.model_client(agent, session)  # a bad value is refused before anything is written
         sandbox = self.sandbox_for(agent)
         owner = f"{self.kernel_id}/{dispatch_id}"
         # A client that saw the previous dispatch's end may ask again before its lease is given
@@ -242,6 +267,7 @@ class Dispatcher:
             epoch=epoch,
             model=model,
             model_params=params,
+            model_client=self._lenient_model_client(agent, session),
             workspace=self._workspace(agent),
             max_steps=self._limit("max_steps", 50),
             bash_timeout_s=float(self._limit("bash_timeout_s", 120)),

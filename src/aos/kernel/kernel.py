@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
+from ..loop import openai_wire
 from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
@@ -166,6 +167,7 @@ class Kernel:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await kernel.dispatcher.close(timeout=float(config.data["limits"].get("drain_timeout_s", 10)))
+            await openai_wire.aclose()
             await kernel.services.close()
             await kernel.gateway.close()
             await kernel.hooks.wait_events()

@@ -18,8 +18,11 @@ import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import openai_wire
 
 __all__ = ["BASH_TOOL", "ModelError", "ModelReply", "ToolCall", "complete", "context_window", "warm_up"]
 
@@ -53,6 +56,11 @@ def _lib() -> Any:
 
                 litellm.suppress_debug_info = True
                 litellm.drop_params = True
+                # Its response models finish building on first use, with a pydantic UserWarning
+                # (ReadOnly TypedDict items) that strict-warning settings turn into a failed call.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    litellm.ModelResponse()
                 _litellm = litellm
     return _litellm
 
@@ -206,6 +214,10 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:500] + "…"
 
 
+#: The values of the ``model_client`` setting.
+CLIENTS = ("auto", "litellm")
+
+
 async def complete(
     *,
     model: str,
@@ -214,36 +226,110 @@ async def complete(
     tools: list[dict[str, Any]] | None = None,
     retries: int = 3,
     backoff_s: float = 0.5,
+    client: str = "auto",
 ) -> ModelReply:
     """One chat completion, with retries on transient provider errors.
+
+    ``client="auto"`` sends it straight to an OpenAI-compatible endpoint when nothing needs
+    translating (:func:`aos.loop.openai_wire.endpoint_for`), through litellm otherwise;
+    ``"litellm"`` always goes through litellm.
 
     Raises:
         ModelError: the final failure (``kind`` is the provider error class name).
     """
-    lib = _lib()
-    kwargs: dict[str, Any] = {"model": model, "messages": messages, "num_retries": 0, "max_retries": 0}
-    if tools:
-        kwargs["tools"] = tools
-    kwargs.update(params or {})
+    params = params or {}
+    endpoint = openai_wire.endpoint_for(model, params) if client != "litellm" else None
     attempt = 0
     while True:
         attempt += 1
         t0 = time.perf_counter()
         try:
+            if endpoint is not None:
+                data = await openai_wire.post(endpoint, messages, tools)
+                latency = (time.perf_counter() - t0) * 1000
+                return await _wire_reply(data, model, latency, attempt)
+            lib = _lib()
+            kwargs: dict[str, Any] = {
+                "model": model,
+                "messages": messages,
+                "num_retries": 0,
+                "max_retries": 0,
+            }
+            if tools:
+                kwargs["tools"] = tools
+            kwargs.update(params)
             resp = await lib.acompletion(**kwargs)
+            latency = (time.perf_counter() - t0) * 1000
+            return _reply(lib, resp, model, latency, attempt)
         except Exception as exc:
-            if attempt <= retries and _is_transient(exc):
+            transient = exc.transient if isinstance(exc, openai_wire.WireError) else _is_transient(exc)
+            if attempt <= retries and transient:
                 delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
                 await asyncio.sleep(delay)
                 continue
+            kind = exc.kind if isinstance(exc, openai_wire.WireError) else type(exc).__name__
             raise ModelError(
                 _short(exc),
-                kind=type(exc).__name__,
+                kind=kind,
                 status=getattr(exc, "status_code", None),
                 attempts=attempt,
             ) from exc
-        latency = (time.perf_counter() - t0) * 1000
-        return _reply(lib, resp, model, latency, attempt)
+
+
+_prices: dict[str, tuple[float, float] | None] = {}
+
+
+async def _price(model: str) -> tuple[float, float] | None:
+    """Input and output price per token from litellm's table (None: it has none), looked up once
+    per model, off the event loop (the lookup may import litellm)."""
+    if model not in _prices:
+        _prices[model] = await asyncio.to_thread(_lookup_price, model)
+    return _prices[model]
+
+
+def _lookup_price(model: str) -> tuple[float, float] | None:
+    table = _lib().model_cost
+    for key in (model, model.partition("/")[2]):
+        info = table.get(key)
+        if isinstance(info, dict):
+            inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+            if isinstance(inp, int | float) and isinstance(out, int | float):
+                return float(inp), float(out)
+    return None
+
+
+async def _wire_reply(data: dict[str, Any], model: str, latency: float, attempts: int) -> ModelReply:
+    choice = data["choices"][0]
+    msg = choice["message"]
+    calls = []
+    for i, tc in enumerate(msg.get("tool_calls") or []):
+        if not isinstance(tc, dict):
+            continue
+        fn: dict[str, Any] = tc["function"] if isinstance(tc.get("function"), dict) else {}
+        args = fn.get("arguments")
+        calls.append(
+            ToolCall(
+                id=str(tc.get("id") or f"call_{i}"),
+                name=str(fn.get("name") or ""),
+                arguments=args if isinstance(args, str) else "",
+            )
+        )
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    prices = await _price(model)
+    text = msg.get("content")
+    return ModelReply(
+        text=text if isinstance(text, str) else None,
+        tool_calls=calls,
+        model=str(data.get("model") or model),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=None if prices is None else prompt * prices[0] + completion * prices[1],
+        latency_ms=latency,
+        attempts=attempts,
+        finish_reason=choice.get("finish_reason"),
+    )
 
 
 def _reply(lib: Any, resp: Any, model: str, latency: float, attempts: int) -> ModelReply:

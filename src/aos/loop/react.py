@@ -68,6 +68,8 @@ class UnitSpec:
     service_wait_s: float = 30.0
     #: How much of a command's whole output is kept in content (head and tail past it).
     content_cap_bytes: int = 8 * 1024 * 1024
+    #: ``auto`` (straight to an OpenAI-compatible endpoint when possible) or ``litellm``.
+    model_client: str = "auto"
     skills: list[dict[str, str]] = field(default_factory=list)
     #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
     sandbox: SandboxSettings | None = None
@@ -278,6 +280,7 @@ class ReActUnit:
                     tools=[BASH_TOOL],
                     retries=self.spec.model_retries,
                     backoff_s=self.spec.model_backoff_s,
+                    client=self.spec.model_client,
                 )
             )
         except ModelError as exc:
