@@ -23,6 +23,7 @@ Needs the ``bench`` dependency group: ``uv run --group bench python bench/peers_
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -127,11 +128,148 @@ def count_rows(dsn: str, tables: list[str]) -> Callable[[], int]:
     return rows
 
 
+def lg_graph_async(api_base: str, workspace: Path, saver: Any) -> Any:
+    """LangGraph's prebuilt ReAct agent with an async bash tool and the given checkpointer."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*create_react_agent has been moved.*")
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from langgraph.prebuilt import create_react_agent
+
+    @tool
+    async def bash(command: str) -> str:
+        """Run a bash command and return its output."""
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            command,
+            cwd=str(workspace),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return out.decode()
+
+    llm = ChatOpenAI(model="scripted", base_url=api_base, api_key="x", max_retries=0)  # type: ignore[arg-type]
+    return create_react_agent(llm, [bash], checkpointer=saver)
+
+
+async def concurrency(
+    levels: list[int],
+    per_session: int,
+    sock: Path,
+    agent_id: str,
+    lg_dsn: str,
+    api_base: str,
+    workspace: Path,
+) -> None:
+    """Throughput and step latency with N sessions at once, each running invocations back to back.
+
+    A step is one model call and what it asked for, seen from the client: the time from the
+    dispatch (or the previous step's answer) to the model's answer being durable (AOS: its
+    assistant fact arriving on the subscription; LangGraph: the agent node's update in
+    ``astream``).
+    """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    from aos_sdk.connection import open_connection
+
+    async def aos_session(steps: list[float]) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def on_note(note: Any) -> None:
+            if "fact" in (note.params or {}):
+                queue.put_nowait(note.params["fact"])
+
+        async with open_connection(sock, on_notification=on_note) as conn:
+            for _ in range(per_session):
+                sid = (await conn.call("session.create", {"agent": agent_id}))["id"]
+                await conn.call("history.subscribe", {"session": sid})
+                t = time.perf_counter()
+                await conn.call("session.dispatch", {"session": sid, "message": "go"})
+                while True:
+                    fact = await queue.get()
+                    if fact["kind"] == "message" and fact["role"] == "assistant":
+                        now = time.perf_counter()
+                        steps.append((now - t) * 1000)
+                        t = now
+                    elif fact["kind"] == "dispatch.end":
+                        assert fact["body"]["status"] == "done", fact
+                        break
+
+    pool = AsyncConnectionPool(
+        lg_dsn,
+        max_size=20,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        open=False,
+    )
+    await pool.open()
+    saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+    await saver.setup()
+    graph = lg_graph_async(api_base, workspace, saver)
+    counter = iter(range(10**9))
+
+    async def lg_session(steps: list[float]) -> None:
+        for _ in range(per_session):
+            t = time.perf_counter()
+            cfg = {"configurable": {"thread_id": f"c{next(counter)}"}}
+            async for update in graph.astream({"messages": [("user", "go")]}, cfg, stream_mode="updates"):
+                if "agent" in update:
+                    now = time.perf_counter()
+                    steps.append((now - t) * 1000)
+                    t = now
+
+    peers = {"AOS": aos_session, "LangGraph (async)": lg_session}
+    for run in peers.values():  # warm both
+        await run([])
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for n in levels:
+        for name, run in peers.items():
+            steps: list[float] = []
+            t0 = time.perf_counter()
+            await asyncio.gather(*(run(steps) for _ in range(n)))
+            elapsed = time.perf_counter() - t0
+            results[(name, n)] = {
+                "throughput": n * per_session / elapsed,
+                "p50": statistics.median(steps),
+                "p99": pct(steps, 0.99),
+            }
+            print(f"{name} at {n} sessions done", file=sys.stderr)
+    await pool.close()
+    print(f"\nconcurrent sessions, {per_session} invocations each, one after another (2 cores)\n")
+    print(
+        f"| {'sessions':>8} | {'peer':18} | {'invocations/s':>13} | {'step p50':>9} | {'step p99':>9} | {'throughput vs LG':>16} |"
+    )
+    print(f"|{'-' * 10}|{'-' * 20}|{'-' * 15}|{'-' * 11}|{'-' * 11}|{'-' * 18}|")
+    for n in levels:
+        lg = results[("LangGraph (async)", n)]
+        for name in peers:
+            r = results[(name, n)]
+            print(
+                f"| {n:>8} | {name:18} | {r['throughput']:13.1f} | {r['p50']:6.1f} ms | {r['p99']:6.1f} ms |"
+                f" {r['throughput'] / lg['throughput']:15.2f}x |"
+            )
+    lone = results[("AOS", levels[0])]["p50"]
+    print(
+        f"\ntargets: at 100 sessions ≥ 2x LangGraph's throughput; no step slower than 2x a lone session's"
+        f" p50 ({2 * lone:.1f} ms) plus the machine's share"
+    )
+
+
 def main() -> None:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no price-list fetch at import
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--block", type=int, default=25)
+    ap.add_argument(
+        "--concurrency", default="1,10,50,100", help="session counts for the throughput part ('' skips it)"
+    )
+    ap.add_argument(
+        "--per-session", type=int, default=4, help="invocations each session runs, one after another"
+    )
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="aos-peers-"))
@@ -170,6 +308,7 @@ def main() -> None:
             },
         )
         workspace = home / "workspaces" / "bench"
+        t0 = time.perf_counter()
 
         def aos_once() -> None:
             sid = client.call("session.create", {"agent": agent["id"]})["id"]
@@ -180,6 +319,9 @@ def main() -> None:
                     if note.params["fact"]["kind"] == "dispatch.end":
                         assert note.params["fact"]["body"]["status"] == "done", note.params
                         return
+
+        aos_once()
+        first_ms = (time.perf_counter() - t0) * 1000  # agent.create and the first dispatch after start
 
         # LangGraph: the prebuilt ReAct agent, PostgresSaver, the same tool.
         import warnings
@@ -291,8 +433,14 @@ def main() -> None:
                 f" {t['p50'] / lg['p50']:9.2f}x | {t['cpu'] / lg['cpu']:8.2f}x | {wal_ratio} |"
             )
         print("\ntargets (design): AOS wall and CPU ≤ 0.75x LangGraph's; WAL bytes ≤ 1/5 of LangGraph's")
+        print(
+            f"\nfirst dispatch after `aos start`: {first_ms:.1f} ms (a warm one: {table[0]['p50']:.1f} ms p50)"
+        )
         saver_cm.__exit__(None, None, None)
         client.close()
+        if args.concurrency:
+            levels = [int(x) for x in args.concurrency.split(",")]
+            asyncio.run(concurrency(levels, args.per_session, sock, agent["id"], lg_dsn, api_base, workspace))
     finally:
         subprocess.run([sys.executable, "-m", "aos", "stop"], env=env, capture_output=True)
         model.send_signal(signal.SIGINT)

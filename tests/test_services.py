@@ -439,3 +439,45 @@ async def test_a_gate_under_load_is_never_refused_by_an_in_flight_limit(
         )
     )
     assert all(isinstance(v, dict) for v in verdicts), [v for v in verdicts if not isinstance(v, dict)][:1]
+
+
+async def test_a_hook_whose_service_calls_the_kernel_under_load_is_never_refused(
+    rpc: RpcConnection, kernel: Any
+) -> None:
+    """At 100 concurrent sessions, session.assemble failed with 'Overloaded: more than 64
+    requests in flight': aos-context reads history from its hook, and the kernel applied the
+    in-flight limit meant for untrusted clients to the syscalls of its own services."""
+    md = GUARD_MD.replace("my-guard", "reader").replace(
+        "service: ./service.py", "service: ./service.py\nmetadata:\n  aos-permissions: history.list"
+    )
+    py = """import asyncio
+from aos_sdk import define_service
+from aos_sdk.errors import NotFound
+
+@define_service
+def service():
+    async def guard(input_data, output_data):
+        await asyncio.sleep(0.2)  # every call is in flight at once, then each reads history
+        try:
+            await service.kernel.call("history.list", {"session": "se_none"})
+        except NotFound:
+            pass
+        return output_data
+    return {'hooks': {'tool.before': guard}}
+"""
+    write(kernel.paths.home, "reader", md, py)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["reader"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 20)
+    verdicts = await asyncio.gather(
+        *(
+            kernel.kernel.hooks.gate(
+                "tool.before",
+                {"agent_id": None, "session_id": None},
+                {"args": {"command": f"echo {i}"}, "cwd": "/"},
+            )
+            for i in range(150)
+        )
+    )
+    refused = [v for v in verdicts if not isinstance(v, dict)]
+    assert not refused, refused[:1]

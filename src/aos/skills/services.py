@@ -120,7 +120,10 @@ class ServiceRunner:
                 return self._register(conn, req.params)
             return await self.manager.kernel.invoke(ctx, req.method, req.params)
 
-        conn = RpcConnection(ws, on_request=on_request)
+        # No in-flight limit: a service's syscalls mostly serve the kernel's own hook calls (aos-context
+        # reads history while assembling), so under load a limit meant for untrusted clients made
+        # hooks fail. Services are trusted code the operator installed; agents never get this socket.
+        conn = RpcConnection(ws, on_request=on_request, max_in_flight=None)
         ctx.conn = conn
         try:
             await conn.run()
