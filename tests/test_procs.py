@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 
 def test_orphans_are_reparented_to_us_and_reaped() -> None:
@@ -53,3 +59,39 @@ def test_tracked_children_are_left_to_their_owner() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_an_unsandboxed_command_is_on_record_before_it_runs(tmp_path: Path) -> None:
+    """A daemon killed right after a spawn must find the command's group at the next start. The
+    record was written by the daemon after the spawn, and under load the command (and the
+    background jobs it starts) could run before it: killed then, they were never found again."""
+    from aos.loop.bash import run_bash, setpriv_path
+
+    if setpriv_path() is None:
+        pytest.skip("util-linux setpriv is not installed: the preexec_fn path writes the record itself")
+    track = tmp_path / "commands"
+    track.mkdir()
+
+    async def busy() -> None:
+        for _ in range(8):  # a loaded daemon: other work between any two steps of the spawn
+            time.sleep(0.05)  # noqa: ASYNC251 - blocking on purpose: the loop is busy
+            await asyncio.sleep(0)
+
+    async def main() -> Any:
+        hog = asyncio.create_task(busy())
+        # The command's very first act is to read the record: it must already name its group.
+        res = await run_bash(
+            f"cat {track}/*.pgid; echo; echo $$",
+            cwd=str(tmp_path),
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=10,
+            cap=4096,
+            track_dir=track,
+        )
+        await hog
+        return res
+
+    res = asyncio.run(main())
+    recorded, own = res.output.split()
+    assert res.exit_code == 0 and recorded == own
+    assert list(track.iterdir()) == [], "the record goes once the command ends"

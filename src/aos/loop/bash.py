@@ -203,15 +203,19 @@ async def run_bash(
     t0 = time.perf_counter()
     marker = None
     preexec = None
-    late_marker = False  # written by us right after the spawn instead of by the child
     if argv is None:
         marker = None if track_dir is None else track_dir / f"{uuid.uuid4().hex}.pgid"
         setpriv = setpriv_path()
         if setpriv is not None:
             # setpriv sets the parent-death signal and execs bash: no preexec_fn, so no fork of
-            # the whole daemon. The group record follows the spawn by microseconds; a daemon
-            # killed in between still kills bash itself through the signal.
-            argv, late_marker = [setpriv, "--pdeathsig", "KILL", "--", "bash", "-c", command], True
+            # the whole daemon. That bash records its group before the command runs (then execs
+            # the command's own bash, same pid): written by the daemon after the spawn, the record
+            # could come too late under load, and a daemon killed in between left the command's
+            # background jobs running with nothing to find them by.
+            bash = ["bash", "-c", command]
+            if marker is not None:
+                bash = ["bash", "-c", 'echo $$ > "$1" && exec bash -c "$2"', "bash", str(marker), command]
+            argv = [setpriv, "--pdeathsig", "KILL", "--", *bash]
         else:
             argv, preexec = ["bash", "-c", command], _child_setup(marker)
     with procs.spawning():
@@ -226,8 +230,6 @@ async def run_bash(
             preexec_fn=preexec,  # None: CPython spawns with vfork instead of forking the daemon
         )
         procs.track(proc.pid)
-    if late_marker and marker is not None:
-        marker.write_text(str(proc.pid))
     pgid = proc.pid
     out = _Collector(cap, keep)
     assert proc.stdout is not None
