@@ -700,3 +700,37 @@ async def test_a_dispatch_sent_the_moment_the_previous_one_ends_is_not_refused(
                 got.append(await asyncio.wait_for(outcomes.get(), 30))
             await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
     assert got == ["started"] * (rounds - 1)
+
+
+async def test_a_dispatch_starts_and_ends_in_one_commit_each(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
+) -> None:
+    """The lease, the input message and the dispatch row are one transaction; so are the final
+    answer, dispatch.end, the row's end and the lease's release (a transaction's facts share
+    its timestamp). Whoever sees dispatch.end finds the session free."""
+    model.add({"bash": "true"}, {"text": "done"})
+    freed: list[dict[str, Any]] = []
+    seen = asyncio.Event()
+
+    async def on_note(note: Any) -> None:
+        if note.params["fact"]["kind"] == "dispatch.end":
+            async with open_connection(kernel.paths.kernel_sock) as other:
+                freed.append(await other.call("session.get", {"session": sid}))
+            seen.set()
+
+    async with open_connection(kernel.paths.kernel_sock, on_notification=on_note) as follow:
+        await follow.call("history.subscribe", {"session": sid})
+        facts = await run(rpc, kernel, sid)
+        await asyncio.wait_for(seen.wait(), 10)
+    assert kinds(facts) == [
+        "message/user",
+        "message/assistant",
+        "tool.started",
+        "tool.result",
+        "message/assistant",
+        "dispatch.end",
+    ]
+    d = await call(rpc, "dispatch.get", {"dispatch": facts[0]["meta"]["dispatch_id"]})
+    assert d["started_at"] == facts[0]["created_at"]
+    assert facts[-2]["created_at"] == facts[-1]["created_at"] == d["ended_at"]
+    assert freed[0]["lease_owner"] is None and freed[0]["phase"] == "idle"

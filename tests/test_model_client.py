@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +259,19 @@ async def test_a_bad_model_client_setting_is_refused(
     with pytest.raises(Rejected, match="model_client must be one of auto, litellm, not 'fastest'"):
         await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
     assert (await call(rpc, "history.list", {"session": sid}))["facts"] == []
+
+
+def test_windows_and_prices_are_read_without_importing_litellm() -> None:
+    """The first step of the first dispatch after a start used to wait seconds for litellm's
+    import, to learn the model's context window."""
+    code = (
+        "import sys\n"
+        "from aos.loop import model_info\n"
+        "assert model_info.context_window('openai/gpt-4o-mini') == 128000\n"
+        "assert model_info.context_window('openrouter/openai/gpt-4o-mini') == 128000\n"
+        "assert model_info.context_window('openai/scripted') is None\n"
+        "assert model_info.prices('anthropic/claude-sonnet-4-5')[0] > 0\n"
+        "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

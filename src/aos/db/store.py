@@ -104,6 +104,22 @@ def _history_range(
 _MAX_BATCH = 256
 
 
+def _append_params(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["session_id"],
+        row["epoch"],
+        row["kind"],
+        row["role"],
+        Jsonb(row["body"]),
+        None if row["meta"] is None else Jsonb(row["meta"]),
+        row["idempotency_key"],
+    )
+
+
+class _Refused(Exception):
+    """A transaction found a condition that must roll it back (not an SQL error)."""
+
+
 @dataclass(slots=True)
 class _PendingAppend:
     row: dict[str, Any]
@@ -187,6 +203,16 @@ _LOG_SQL = (
     " SELECT to_timestamp(x.ts), x.actor, x.op, x.args, x.outcome, x.error, x.result, x.duration_ms"
     " FROM jsonb_to_recordset(%s) AS x(ts float8, actor text, op text, args jsonb, outcome text,"
     " error jsonb, result jsonb, duration_ms real)"
+)
+_CLAIM_SQL = (
+    f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"
+    f" lease_until = now() + make_interval(secs => %s), phase = 'dispatched', updated_at = now()"
+    f" WHERE id = %s AND status = 'active' AND (lease_owner IS NULL OR lease_until < now())"
+    f" RETURNING {_SESSION_COLS}"
+)
+_RELEASE_SQL = (
+    "UPDATE sessions SET lease_owner = NULL, lease_until = NULL, phase = 'idle', updated_at = now()"
+    " WHERE id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING id"
 )
 _DUPLICATE_SQL = "SELECT seq, epoch, created_at FROM history WHERE session_id = %s AND idempotency_key = %s"
 
@@ -620,15 +646,7 @@ class Store:
     async def _append_one(
         conn: psycopg.AsyncConnection[Any], row: dict[str, Any]
     ) -> tuple[int, int, Any, bool]:
-        params = (
-            row["session_id"],
-            row["epoch"],
-            row["kind"],
-            row["role"],
-            Jsonb(row["body"]),
-            None if row["meta"] is None else Jsonb(row["meta"]),
-            row["idempotency_key"],
-        )
+        params = _append_params(row)
         with _translate():
             try:
                 cur = await conn.execute(_APPEND_SQL, params)
@@ -767,15 +785,14 @@ class Store:
         Raises:
             NotFound, Archived, SessionBusy (naming the holder).
         """
-        row = await self._one(
-            f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"
-            f" lease_until = now() + make_interval(secs => %s), phase = 'dispatched', updated_at = now()"
-            f" WHERE id = %s AND status = 'active' AND (lease_owner IS NULL OR lease_until < now())"
-            f" RETURNING {_SESSION_COLS}",
-            (owner, ttl_s, session_id),
-        )
+        row = await self._one(_CLAIM_SQL, (owner, ttl_s, session_id))
         if row is not None:
             return row
+        await self._not_claimed(session_id)
+        raise AssertionError("unreachable")
+
+    async def _not_claimed(self, session_id: str) -> None:
+        """Raise why the session's lease could not be taken."""
         cur = await self.get_session(session_id)
         if cur["status"] != "active":
             raise Archived(f"session {session_id} is archived", session=session_id)
@@ -784,6 +801,86 @@ class Store:
             session=session_id,
             holder=cur["lease_owner"],
         )
+
+    async def start_dispatch(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        ttl_s: float,
+        fact: dict[str, Any],
+        dispatch_id: str,
+        agent_id: str,
+        model: str,
+    ) -> tuple[dict[str, Any], int, Any]:
+        """Take the lease, append the input fact with its epoch and create the dispatch row, in one
+        transaction (one commit); returns ``(session, seq, created_at)`` of the fact.
+
+        ``fact`` has ``kind``, ``role``, ``body``, ``meta`` and ``idempotency_key``.
+
+        Raises:
+            NotFound, Archived, SessionBusy (naming the holder); anything the fence refuses.
+        """
+        row: dict[str, Any] | None = None
+        async with self.pool.connection() as conn:
+            with _translate():
+                async with conn.transaction():
+                    cur = await conn.execute(_CLAIM_SQL, (owner, ttl_s, session_id))
+                    leased = await cur.fetchone()
+                    if leased is not None:
+                        epoch = int(leased["lease_epoch"])
+                        cur = await conn.execute(
+                            _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": epoch})
+                        )
+                        row = await cur.fetchone()
+                        assert row is not None
+                        await conn.execute(
+                            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
+                            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            (dispatch_id, session_id, agent_id, epoch, owner, model, row["seq"]),
+                        )
+        if leased is None or row is None:
+            await self._not_claimed(session_id)
+            raise AssertionError("unreachable")
+        return leased, int(row["seq"]), row["created_at"]
+
+    async def end_dispatch(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        epoch: int,
+        facts: list[dict[str, Any]],
+        dispatch_id: str,
+        status: str,
+        steps: int,
+    ) -> list[tuple[int, Any]] | None:
+        """Append a dispatch's last facts, close its row and give the lease back, in one
+        transaction (one commit); returns each fact's ``(seq, created_at)``.
+
+        None when the transaction was refused (a lost lease, a retried key): nothing was
+        written, and the caller takes the one-at-a-time path, which tells those cases apart.
+        """
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                out = []
+                for fact in facts:
+                    cur = await conn.execute(
+                        _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": epoch})
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    out.append((int(row["seq"]), row["created_at"]))
+                await conn.execute(
+                    "UPDATE dispatches SET status = %s, steps = %s, ended_at = now() WHERE id = %s",
+                    (status, steps, dispatch_id),
+                )
+                cur = await conn.execute(_RELEASE_SQL, (session_id, owner, epoch))
+                if await cur.fetchone() is None:
+                    raise _Refused
+        except (psycopg.Error, _Refused):
+            return None
+        return out
 
     async def take_over_lease(
         self, session_id: str, old_owner: str, owner: str, ttl_s: float
@@ -813,11 +910,7 @@ class Store:
 
     async def release_lease(self, session_id: str, owner: str, epoch: int) -> bool:
         """Give the lease back (phase idle); False if it was no longer ours."""
-        row = await self._one(
-            "UPDATE sessions SET lease_owner = NULL, lease_until = NULL, phase = 'idle', updated_at = now()"
-            " WHERE id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING id",
-            (session_id, owner, epoch),
-        )
+        row = await self._one(_RELEASE_SQL, (session_id, owner, epoch))
         return row is not None
 
     async def leased_sessions(self) -> list[dict[str, Any]]:

@@ -211,28 +211,27 @@ class Dispatcher:
         if ending is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(ending), 5)
-        leased = await self.store.claim_lease(session_id, owner, self.ttl)
+        # The lease, the input message and the dispatch row that points at it: one transaction.
+        key = f"{dispatch_id}:1"
+        fact_meta = {**(meta or {}), "dispatch_id": dispatch_id}
+        body, fact_meta = await self.kernel.prepare_fact(
+            session_id, "message", "user", {"text": text}, fact_meta, agent["id"]
+        )
+        fact = {"kind": "message", "role": "user", "body": body, "meta": fact_meta, "idempotency_key": key}
+        leased, seq, created_at = await self.store.start_dispatch(
+            session_id=session_id,
+            owner=owner,
+            ttl_s=self.ttl,
+            fact=fact,
+            dispatch_id=dispatch_id,
+            agent_id=agent["id"],
+            model=model,
+        )
         epoch = int(leased["lease_epoch"])
-        try:
-            # The message first, then the row that points at it: a crash in between leaves a
-            # message without a dispatch, and recovery just frees the lease.
-            unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params, sandbox), self)
-            seq = await unit.append("message", "user", {"text": text}, meta)
-            unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
-            await self.store.create_dispatch(
-                dispatch_id=dispatch_id,
-                session_id=session_id,
-                agent_id=agent["id"],
-                epoch=epoch,
-                owner=owner,
-                model=model,
-                input_seq=seq,
-            )
-        except BaseException:
-            await self.store.release_lease(session_id, owner, epoch)
-            with contextlib.suppress(Exception):
-                await self.store.update_dispatch(dispatch_id, status="failed", ended=True)
-            raise
+        self.kernel.publish(session_id, seq, epoch, "message", "user", body, fact_meta, key, created_at)
+        unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params, sandbox), self)
+        unit.spec.key_counter = 1  # the input took the first key
+        unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
         self._launch(unit, owner, resume=False)
         return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
 
@@ -280,6 +279,7 @@ class Dispatcher:
         )
 
     def _launch(self, unit: ReActUnit, owner: str, *, resume: bool) -> None:
+        unit.spec.owner = owner
         sid = unit.spec.session_id
         self.units[sid] = unit
         self._tasks[sid] = asyncio.create_task(
@@ -309,12 +309,13 @@ class Dispatcher:
             self.units.pop(spec.session_id, None)
             self._lost.discard(spec.dispatch_id)
         try:
-            with contextlib.suppress(Exception):
-                await self.store.update_dispatch(
-                    spec.dispatch_id, status=status, steps=spec.steps, ended=True
-                )
-            if status != "lease_lost":
-                await self.store.release_lease(spec.session_id, owner, spec.epoch)
+            if not unit.released:  # else its end, its row and the lease went in one commit
+                with contextlib.suppress(Exception):
+                    await self.store.update_dispatch(
+                        spec.dispatch_id, status=status, steps=spec.steps, ended=True
+                    )
+                if status != "lease_lost":
+                    await self.store.release_lease(spec.session_id, owner, spec.epoch)
         finally:
             self._ending.pop(spec.session_id, None)
         self.hooks.event(
@@ -331,10 +332,47 @@ class Dispatcher:
         )
         log.info("dispatch.ended", dispatch=spec.dispatch_id, status=status, steps=spec.steps)
 
+    async def end(self, unit: ReActUnit, status: str, facts: list[dict[str, Any]]) -> bool:
+        """Write a unit's last facts, close its dispatch row and give its lease back, in one
+        commit. False when that was refused (nothing written): the unit writes them one by one."""
+        spec = unit.spec
+        prepared = []
+        for f in facts:
+            body, meta = await self.kernel.prepare_fact(
+                spec.session_id, f["kind"], f["role"], f["body"], f["meta"], spec.agent["id"]
+            )
+            prepared.append({**f, "body": body, "meta": meta})
+        stored = await self.store.end_dispatch(
+            session_id=spec.session_id,
+            owner=spec.owner,
+            epoch=spec.epoch,
+            facts=prepared,
+            dispatch_id=spec.dispatch_id,
+            status=status,
+            steps=spec.steps,
+        )
+        if stored is None:
+            return False
+        for f, (seq, created_at) in zip(prepared, stored, strict=True):
+            self.kernel.publish(
+                spec.session_id,
+                seq,
+                spec.epoch,
+                f["kind"],
+                f["role"],
+                f["body"],
+                f["meta"],
+                f["idempotency_key"],
+                created_at,
+            )
+        return True
+
     async def _renew(self, unit: ReActUnit, owner: str) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             ok = await self.store.renew_lease(unit.spec.session_id, owner, unit.spec.epoch, self.ttl)
+            if not ok and unit.ending:
+                return  # it is writing its end, which gives the lease back (or finds it lost)
             if not ok:
                 log.warning("dispatch.lease_lost", dispatch=unit.spec.dispatch_id)
                 self._lost.add(unit.spec.dispatch_id)

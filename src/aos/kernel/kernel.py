@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
 from ..logs import get_logger
-from ..loop import openai_wire
+from ..loop import model_info, openai_wire
 from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
@@ -157,6 +157,9 @@ class Kernel:
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
             await kernel.probe_sandbox()
+            # Windows, prices and the HTTP client loaded before the first step, not in it.
+            await asyncio.to_thread(model_info.load)
+            await asyncio.to_thread(openai_wire.load)
             await kernel.gateway.start()
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
@@ -397,6 +400,35 @@ class Kernel:
 
         The ``message.before_write`` gate may rewrite the fact's body and meta, or refuse it.
         """
+        body, meta = await self.prepare_fact(session_id, kind, role, body, meta, agent_id)
+        seq, stored_epoch, created_at, duplicate = await self.store.append(
+            session_id,
+            epoch=epoch,
+            kind=kind,
+            role=role,
+            body=body,
+            meta=meta,
+            idempotency_key=idempotency_key,
+        )
+        if not duplicate:
+            self.publish(session_id, seq, stored_epoch, kind, role, body, meta, idempotency_key, created_at)
+        return m.AppendResult(session_id=session_id, seq=seq, created_at=created_at, duplicate=duplicate)
+
+    async def prepare_fact(
+        self,
+        session_id: str,
+        kind: str,
+        role: str | None,
+        body: Any,
+        meta: dict[str, Any] | None,
+        agent_id: str | None,
+    ) -> tuple[Any, Any]:
+        """A fact's body and meta as they are stored: secret values scrubbed, then what the
+        ``message.before_write`` gate makes of them.
+
+        Raises:
+            Rejected: the gate refused the fact.
+        """
         body = scrub_values(body)
         meta = scrub_values(meta)
         if self.hooks.handlers("message.before_write"):
@@ -413,32 +445,36 @@ class Kernel:
                     f"message.before_write refused by {verdict.skill}: {verdict.reason}", skill=verdict.skill
                 )
             body, meta = verdict.get("body", body), verdict.get("meta", meta)
-        seq, stored_epoch, created_at, duplicate = await self.store.append(
-            session_id,
-            epoch=epoch,
-            kind=kind,
-            role=role,
-            body=body,
-            meta=meta,
-            idempotency_key=idempotency_key,
-        )
-        if not duplicate:
-            watchers = self._watchers.get(session_id)
-            if watchers:
-                fact = m.Fact(
-                    session_id=session_id,
-                    seq=seq,
-                    epoch=stored_epoch,
-                    kind=kind,
-                    role=role,
-                    body=body,
-                    meta=meta,
-                    idempotency_key=idempotency_key,
-                    created_at=created_at,
-                ).model_dump(mode="json")
-                for sub in watchers:
-                    self._offer(sub, fact)
-        return m.AppendResult(session_id=session_id, seq=seq, created_at=created_at, duplicate=duplicate)
+        return body, meta
+
+    def publish(
+        self,
+        session_id: str,
+        seq: int,
+        epoch: int,
+        kind: str,
+        role: str | None,
+        body: Any,
+        meta: Any,
+        idempotency_key: str,
+        created_at: Any,
+    ) -> None:
+        """Wake the session's subscribers with a fact that was just stored."""
+        watchers = self._watchers.get(session_id)
+        if watchers:
+            fact = m.Fact(
+                session_id=session_id,
+                seq=seq,
+                epoch=epoch,
+                kind=kind,
+                role=role,
+                body=body,
+                meta=meta,
+                idempotency_key=idempotency_key,
+                created_at=created_at,
+            ).model_dump(mode="json")
+            for sub in watchers:
+                self._offer(sub, fact)
 
     def _offer(self, sub: Subscription, fact: dict[str, Any]) -> None:
         seq = fact["seq"]

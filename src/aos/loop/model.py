@@ -12,7 +12,6 @@ any other error, is raised as :class:`ModelError` with a short, human-readable m
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import random
@@ -22,7 +21,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import openai_wire
+from . import model_info, openai_wire
+from .model_info import context_window
 
 __all__ = ["BASH_TOOL", "ModelError", "ModelReply", "ToolCall", "complete", "context_window", "warm_up"]
 
@@ -63,26 +63,6 @@ def _lib() -> Any:
                     litellm.ModelResponse()
                 _litellm = litellm
     return _litellm
-
-
-@functools.lru_cache(maxsize=256)
-def context_window(model: str) -> int | None:
-    """The model's input window in tokens, from litellm's model info; None when unknown.
-
-    Imports litellm: call it off the event loop (``asyncio.to_thread``).
-    """
-    lib = _lib()
-    parts = model.split("/")
-    # Routers (openrouter/openai/gpt-4o-mini) are often known only by the model's own name.
-    for i in range(len(parts)):
-        try:
-            info = lib.get_model_info("/".join(parts[i:]))
-        except Exception:
-            continue
-        window = info.get("max_input_tokens") or info.get("max_tokens")
-        if isinstance(window, int) and window > 0:
-            return window
-    return None
 
 
 def warm_up() -> float:
@@ -281,21 +261,10 @@ _prices: dict[str, tuple[float, float] | None] = {}
 
 async def _price(model: str) -> tuple[float, float] | None:
     """Input and output price per token from litellm's table (None: it has none), looked up once
-    per model, off the event loop (the lookup may import litellm)."""
+    per model, off the event loop (the first lookup reads the table)."""
     if model not in _prices:
-        _prices[model] = await asyncio.to_thread(_lookup_price, model)
+        _prices[model] = await asyncio.to_thread(model_info.prices, model)
     return _prices[model]
-
-
-def _lookup_price(model: str) -> tuple[float, float] | None:
-    table = _lib().model_cost
-    for key in (model, model.partition("/")[2]):
-        info = table.get(key)
-        if isinstance(info, dict):
-            inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-            if isinstance(inp, int | float) and isinstance(out, int | float):
-                return float(inp), float(out)
-    return None
 
 
 async def _wire_reply(data: dict[str, Any], model: str, latency: float, attempts: int) -> ModelReply:

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Endpoint", "WireError", "aclose", "endpoint_for", "post"]
+__all__ = ["Endpoint", "WireError", "aclose", "endpoint_for", "load", "post"]
 
 #: Request-body parameters sent as they are (the chat-completions names).
 BODY_PARAMS = frozenset(
@@ -148,6 +148,11 @@ def _http_error(status: int, payload: bytes) -> WireError:
         status=status,
         transient=transient,
     )
+
+
+def load() -> None:
+    """Import the HTTP client now (at start, off the event loop), not in the first call."""
+    import aiohttp  # noqa: F401
 
 
 # One HTTP session (a keep-alive connection pool) per event loop.

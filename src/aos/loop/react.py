@@ -76,6 +76,8 @@ class UnitSpec:
     #: Set when the sandbox this dispatch needs cannot be had (after a restart): the unit stops.
     sandbox_refusal: str | None = None
     token: str = ""
+    #: Who holds the lease (set when the unit is launched).
+    owner: str = ""
     input_seq: int | None = None
     #: The input message's meta (None after a restart: read it from history).
     input_meta: dict[str, Any] | None = None
@@ -124,6 +126,10 @@ class ReActUnit:
     reply: str | None = None
     #: Set once the unit writes its end: what is left is giving the lease back.
     ending: bool = False
+    #: Set when its end, its dispatch row and the lease's release were committed together.
+    released: bool = False
+    #: The final answer's fact, held back to be committed with the dispatch's end.
+    _final: dict[str, Any] | None = None
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -228,29 +234,48 @@ class ReActUnit:
         except Exception as exc:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("dispatch.crashed", dispatch=self.spec.dispatch_id)
-        await self.finish(status, reason, details)
-        return status
+        return await self.finish(status, reason, details)
 
-    async def finish(self, status: str, reason: str, details: dict[str, Any]) -> None:
+    async def finish(self, status: str, reason: str, details: dict[str, Any]) -> str:
+        """Write the dispatch's end; returns its final status (``lease_lost`` if that showed up)."""
         self.ending = True
         if status == "lease_lost":
             with contextlib.suppress(Exception):
                 await self.settle_appends()  # refused, like every write of a lost lease
-            return  # another writer owns the session now: write nothing more
-        try:
-            if status == "interrupted":
-                await self.append(
-                    "interrupt", None, {"cause": details.get("cause", "user"), "reason": reason}
-                )
-            elif status in ("failed", "refused", "max_steps"):
-                await self.append("error", None, {"status": status, "message": reason, **details})
-            await self.append(
-                "dispatch.end",
-                None,
-                {"status": status, "reason": reason, "steps": self.spec.steps, "usage": self.usage.as_dict()},
+            return status  # another writer owns the session now: write nothing more
+        facts = [] if self._final is None else [self._final]
+        if status == "interrupted":
+            facts.append(
+                self._fact("interrupt", None, {"cause": details.get("cause", "user"), "reason": reason})
             )
+        elif status in ("failed", "refused", "max_steps"):
+            facts.append(self._fact("error", None, {"status": status, "message": reason, **details}))
+        end = {"status": status, "reason": reason, "steps": self.spec.steps, "usage": self.usage.as_dict()}
+        facts.append(self._fact("dispatch.end", None, end))
+        try:
+            await self.settle_appends()
+            if self.spec.owner and await self.dispatcher.end(self, status, facts):
+                self.released = True
+                return status
+            for f in facts:  # refused together: one by one, which says why (a lost lease, a retry)
+                await self._write(f["kind"], f["role"], f["body"], f["meta"], f["idempotency_key"])
         except AosError as exc:
             log.error("dispatch.end_not_written", dispatch=self.spec.dispatch_id, error=exc.message)
+            if exc.type == "stale_epoch":
+                return "lease_lost"
+        return status
+
+    def _fact(
+        self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A fact to write later, with its key taken now (keys follow the order facts are made)."""
+        return {
+            "kind": kind,
+            "role": role,
+            "body": body,
+            "meta": {**(meta or {}), "dispatch_id": self.spec.dispatch_id},
+            "idempotency_key": self._next_key(),
+        }
 
     async def step(self) -> bool:
         """One model call and its tool calls; True when the model gave its final answer."""
@@ -295,24 +320,20 @@ class ReActUnit:
         self.usage.add(usage)
         self._last_prompt_tokens = usage["prompt_tokens"]
         self.spec.steps += 1
-        # Durable before any command runs (the next append waits for it), but its commit overlaps
-        # the tool.env and tool.before hooks of the first call.
-        self.append_soon(
-            "message",
-            "assistant",
-            {
-                "text": reply.text,
-                "tool_calls": [
-                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls
-                ],
-            },
-            {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason},
-        )
+        body = {
+            "text": reply.text,
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
+        }
+        meta = {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason}
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
         if not reply.tool_calls:
-            await self.settle_appends()
+            # The final answer is committed with the dispatch's end (one commit, see finish).
+            self._final = self._fact("message", "assistant", body, meta)
             self.reply = reply.text
             return True
+        # Durable before any command runs (the next append waits for it), but its commit overlaps
+        # the tool.env and tool.before hooks of the first call.
+        self.append_soon("message", "assistant", body, meta)
         for call in reply.tool_calls:
             if self.interrupted.is_set():
                 await self.append(
