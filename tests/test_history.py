@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from aos_sdk.connection import open_connection
-from aos_sdk.errors import StaleEpoch
+from aos_sdk.errors import NotFound, StaleEpoch
 
 
 async def new_session(kernel: Any) -> str:
@@ -190,3 +190,23 @@ async def test_history_list_gives_facts_in_the_shape_of_history_get(kernel: Any)
         for f in listed:
             assert m.Fact.model_validate(f).model_dump(mode="json") == f
             assert await c.call("history.get", {"session": sid, "seq": f["seq"]}) == f
+
+
+async def test_no_fact_is_stored_for_a_session_that_does_not_exist(kernel: Any) -> None:
+    """history has no foreign key to sessions (each check cost a WAL record per fact): the fence
+    trigger refuses a fact whose session it cannot find, by any path, raw SQL included."""
+    await new_session(kernel)
+    async with open_connection(kernel.paths.kernel_sock) as c:
+        with pytest.raises(NotFound, match="se_nowhere"):
+            await c.call("session.append", {"session": "se_nowhere", "body": "lost?"})
+    with psycopg.connect(kernel.db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.DatabaseError, match="no session se_nowhere") as info:
+            conn.execute(
+                "INSERT INTO history (session_id, seq, epoch, kind, body, idempotency_key)"
+                " VALUES ('se_nowhere', NULL, NULL, 'note', '1', 'k')"
+            )
+        assert info.value.sqlstate == "AOS02"
+        orphans = conn.execute(
+            "SELECT count(*) FROM history WHERE session_id NOT IN (SELECT id FROM sessions)"
+        )
+        assert orphans.fetchone() == (0,)
