@@ -1,0 +1,316 @@
+"""Leases, dispatches and approvals: who may write a session, and the record of its runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from aos_sdk.errors import (
+    Archived,
+    Conflict,
+    NotFound,
+    SessionBusy,
+)
+
+from .base import (
+    _APPEND_SQL,
+    _APPROVAL_COLS,
+    _CLAIM_SQL,
+    _DISPATCH_COLS,
+    _FACT_COLS,
+    _RELEASE_SQL,
+    _SESSION_COLS,
+    StoreBase,
+    _append_params,
+    _Refused,
+    _translate,
+)
+
+__all__ = ["LeaseStore"]
+
+
+class LeaseStore(StoreBase):
+    """Session leases, dispatch rows (a dispatch's start and end in one transaction each), approvals."""
+
+    async def claim_lease(self, session_id: str, owner: str, ttl_s: float) -> dict[str, Any]:
+        """Take the session's lease with a new epoch (compare-and-set); returns the session.
+
+        Raises:
+            NotFound, Archived, SessionBusy (naming the holder).
+        """
+        row = await self._one(_CLAIM_SQL, (owner, ttl_s, session_id))
+        if row is not None:
+            return row
+        await self._not_claimed(session_id)
+        raise AssertionError("unreachable")
+
+    async def _not_claimed(self, session_id: str) -> None:
+        """Raise why the session's lease could not be taken."""
+        cur = await self.get_session(session_id)
+        if cur["status"] != "active":
+            raise Archived(f"session {session_id} is archived", session=session_id)
+        raise SessionBusy(
+            f"session {session_id} is busy: {cur['lease_owner']} holds its lease",
+            session=session_id,
+            holder=cur["lease_owner"],
+        )
+
+    async def start_dispatch(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        ttl_s: float,
+        fact: dict[str, Any],
+        dispatch_id: str,
+        agent_id: str,
+        model: str,
+    ) -> tuple[dict[str, Any], int, Any]:
+        """Take the lease, append the input fact with its epoch and create the dispatch row, in one
+        transaction (one commit); returns ``(session, seq, created_at)`` of the fact.
+
+        ``fact`` has ``kind``, ``role``, ``body``, ``meta`` and ``idempotency_key``.
+
+        Raises:
+            NotFound, Archived, SessionBusy (naming the holder); anything the fence refuses.
+        """
+        row: dict[str, Any] | None = None
+        async with self.pool.connection() as conn:
+            with _translate():
+                async with conn.transaction():
+                    cur = await conn.execute(_CLAIM_SQL, (owner, ttl_s, session_id))
+                    leased = await cur.fetchone()
+                    if leased is not None:
+                        epoch = int(leased["lease_epoch"])
+                        cur = await conn.execute(
+                            _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": epoch})
+                        )
+                        row = await cur.fetchone()
+                        assert row is not None
+                        await conn.execute(
+                            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
+                            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            (dispatch_id, session_id, agent_id, epoch, owner, model, row["seq"]),
+                        )
+        if leased is None or row is None:
+            await self._not_claimed(session_id)
+            raise AssertionError("unreachable")
+        return leased, int(row["seq"]), row["created_at"]
+
+    async def end_dispatch(
+        self,
+        *,
+        session_id: str,
+        owner: str,
+        epoch: int,
+        facts: list[dict[str, Any]],
+        dispatch_id: str,
+        status: str,
+        steps: int,
+    ) -> list[tuple[int, Any]] | None:
+        """Append a dispatch's last facts, close its row and give the lease back, in one
+        transaction (one commit); returns each fact's ``(seq, created_at)``.
+
+        None when the transaction was refused (a lost lease, a retried key): nothing was
+        written, and the caller takes the one-at-a-time path, which tells those cases apart.
+        """
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                out = []
+                for fact in facts:
+                    cur = await conn.execute(
+                        _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": epoch})
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    out.append((int(row["seq"]), row["created_at"]))
+                await conn.execute(
+                    "UPDATE dispatches SET status = %s, steps = %s, ended_at = now() WHERE id = %s",
+                    (status, steps, dispatch_id),
+                )
+                cur = await conn.execute(_RELEASE_SQL, (session_id, owner, epoch))
+                if await cur.fetchone() is None:
+                    raise _Refused
+        except (psycopg.Error, _Refused):
+            return None
+        return out
+
+    async def take_over_lease(
+        self, session_id: str, old_owner: str, owner: str, ttl_s: float
+    ) -> dict[str, Any] | None:
+        """Take a lease from a dead owner (new epoch); None if it changed hands meanwhile."""
+        return await self._one(
+            f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"
+            f" lease_until = now() + make_interval(secs => %s), updated_at = now()"
+            f" WHERE id = %s AND lease_owner = %s RETURNING {_SESSION_COLS}",
+            (owner, ttl_s, session_id, old_owner),
+        )
+
+    async def renew_lease(self, session_id: str, owner: str, epoch: int, ttl_s: float) -> bool:
+        """Extend a lease we hold; False if it is no longer ours."""
+        row = await self._one(
+            "UPDATE sessions SET lease_until = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING id",
+            (ttl_s, session_id, owner, epoch),
+        )
+        return row is not None
+
+    async def set_phase(self, session_id: str, epoch: int, phase: str) -> None:
+        await self._exec(
+            "UPDATE sessions SET phase = %s, updated_at = now() WHERE id = %s AND lease_epoch = %s",
+            (phase, session_id, epoch),
+        )
+
+    async def release_lease(self, session_id: str, owner: str, epoch: int) -> bool:
+        """Give the lease back (phase idle); False if it was no longer ours."""
+        row = await self._one(_RELEASE_SQL, (session_id, owner, epoch))
+        return row is not None
+
+    async def leased_sessions(self) -> list[dict[str, Any]]:
+        """Sessions whose lease is held, with whether it has expired."""
+        return await self._all(
+            f"SELECT {_SESSION_COLS}, lease_until < now() AS expired FROM sessions WHERE lease_owner IS NOT NULL"
+        )
+
+    # -- dispatches ----------------------------------------------------------------------------
+
+    async def create_dispatch(
+        self,
+        *,
+        dispatch_id: str,
+        session_id: str,
+        agent_id: str,
+        epoch: int,
+        owner: str,
+        model: str,
+        input_seq: int | None = None,
+    ) -> None:
+        await self._exec(
+            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (dispatch_id, session_id, agent_id, epoch, owner, model, input_seq),
+        )
+
+    async def update_dispatch(
+        self,
+        dispatch_id: str,
+        *,
+        status: str | None = None,
+        steps: int | None = None,
+        error: dict[str, Any] | None = None,
+        ended: bool = False,
+        epoch: int | None = None,
+        owner: str | None = None,
+    ) -> None:
+        sets: list[str] = []
+        params: list[Any] = []
+        for col, val in (
+            ("status", status),
+            ("steps", steps),
+            ("epoch", epoch),
+            ("owner", owner),
+        ):
+            if val is not None:
+                sets.append(f"{col} = %s")
+                params.append(val)
+        if error is not None:
+            sets.append("error = %s")
+            params.append(Jsonb(error))
+        if ended:
+            sets.append("ended_at = now()")
+        if not sets:
+            return
+        params.append(dispatch_id)
+        await self._exec(f"UPDATE dispatches SET {', '.join(sets)} WHERE id = %s", params)
+
+    async def get_dispatch(self, dispatch_id: str) -> dict[str, Any]:
+        row = await self._one(f"SELECT {_DISPATCH_COLS} FROM dispatches WHERE id = %s", (dispatch_id,))
+        if row is None:
+            raise NotFound(f"no dispatch {dispatch_id!r}", dispatch=dispatch_id)
+        return row
+
+    async def last_dispatch(self, session_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            f"SELECT {_DISPATCH_COLS} FROM dispatches WHERE session_id = %s ORDER BY started_at DESC, id DESC LIMIT 1",
+            (session_id,),
+        )
+
+    async def dispatch_facts(self, session_id: str, dispatch_id: str) -> list[dict[str, Any]]:
+        """The facts a dispatch wrote (meta.dispatch_id), in seq order."""
+        return await self._all(
+            f"SELECT {_FACT_COLS} FROM history WHERE session_id = %s AND meta->>'dispatch_id' = %s ORDER BY seq",
+            (session_id, dispatch_id),
+        )
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def create_approval(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = await self._one(
+            "INSERT INTO approvals (id, session_id, dispatch_id, agent_id, call_id, command, cwd, reason, skill)"
+            f" VALUES (%(id)s, %(session_id)s, %(dispatch_id)s, %(agent_id)s, %(call_id)s, %(command)s, %(cwd)s,"
+            f" %(reason)s, %(skill)s) RETURNING {_APPROVAL_COLS}",
+            row,
+        )
+        assert out is not None
+        return out
+
+    async def get_approval(self, approval_id: str) -> dict[str, Any]:
+        row = await self._one(f"SELECT {_APPROVAL_COLS} FROM approvals WHERE id = %s", (approval_id,))
+        if row is None:
+            raise NotFound(f"no approval {approval_id!r}", approval=approval_id)
+        return row
+
+    async def resolve_approval(
+        self, approval_id: str, status: str, by: str, note: str | None
+    ) -> dict[str, Any]:
+        """Resolve a pending approval; a second resolution is a conflict."""
+        row = await self._one(
+            "UPDATE approvals SET status = %s, resolved_by = %s, note = %s, resolved_at = now()"
+            f" WHERE id = %s AND status = 'pending' RETURNING {_APPROVAL_COLS}",
+            (status, by, note, approval_id),
+        )
+        if row is None:
+            cur = await self.get_approval(approval_id)
+            raise Conflict(f"approval {approval_id} is already {cur['status']}", status=cur["status"])
+        return row
+
+    async def list_approvals(
+        self, *, session_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if session_id is not None:
+            where.append("session_id = %s")
+            params.append(session_id)
+        if status is not None:
+            where.append("status = %s")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit)
+        return await self._all(
+            f"SELECT {_APPROVAL_COLS} FROM approvals {clause} ORDER BY created_at, id LIMIT %s", params
+        )
+
+    async def approvals_for(self, dispatch_id: str) -> list[dict[str, Any]]:
+        """Every approval asked in a dispatch, oldest first."""
+        return await self._all(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s ORDER BY created_at",
+            (dispatch_id,),
+        )
+
+    async def approval_for_call(self, dispatch_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest approval asked for this tool call (any status but cancelled)."""
+        return await self._one(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s AND call_id = %s"
+            " AND status <> 'cancelled' ORDER BY created_at DESC LIMIT 1",
+            (dispatch_id, call_id),
+        )
+
+    async def pending_approval_for(self, dispatch_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            f"SELECT {_APPROVAL_COLS} FROM approvals WHERE dispatch_id = %s AND status = 'pending'"
+            " ORDER BY created_at LIMIT 1",
+            (dispatch_id,),
+        )
