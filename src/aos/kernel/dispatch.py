@@ -30,8 +30,9 @@ from ..db.store import Store, new_id
 from ..logs import get_logger
 from ..loop.bash import kill_leftovers
 from ..loop.model import CLIENTS, ToolCall
-from ..loop.react import ReActUnit, Stop, UnitSpec
+from ..loop.react import ReActUnit, Stop, result_body
 from ..loop.sandbox import INSTALL_HINT, SandboxError, SandboxSettings, check_workspace
+from ..loop.spec import UnitSpec
 from ..skills.index import enabled
 from .hooks import Ask, HookBus, Reject
 
@@ -230,7 +231,7 @@ class Dispatcher:
         epoch = int(leased["lease_epoch"])
         self.kernel.publish(session_id, seq, epoch, "message", "user", body, fact_meta, key, created_at)
         unit = ReActUnit(self._spec(dispatch_id, session, agent, epoch, model, params, sandbox), self)
-        unit.spec.key_counter = 1  # the input took the first key
+        unit.journal.keys = 1  # the input took the first key
         unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
         self._launch(unit, owner, resume=False)
         return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
@@ -459,7 +460,7 @@ class Dispatcher:
                 await unit.append(
                     "tool.result",
                     "tool",
-                    unit._result_body(
+                    result_body(
                         row["call_id"], "interrupted", "not run: interrupted while waiting for approval"
                     ),
                 )
@@ -474,7 +475,7 @@ class Dispatcher:
             await unit.append(
                 "tool.result",
                 "tool",
-                unit._result_body(row["call_id"], "interrupted", "not run: its approval was cancelled"),
+                result_body(row["call_id"], "interrupted", "not run: its approval was cancelled"),
             )
             return None
         if not recorded:
@@ -495,9 +496,7 @@ class Dispatcher:
         await unit.append(
             "tool.result",
             "tool",
-            unit._result_body(
-                row["call_id"], "denied", f"denied by a human ({resolved['resolved_by']}){note}"
-            ),
+            result_body(row["call_id"], "denied", f"denied by a human ({resolved['resolved_by']}){note}"),
         )
         return None
 
@@ -592,13 +591,13 @@ class Dispatcher:
             log.info("recovery.resume_approval", dispatch=dispatch["id"], approval=pending["id"])
             self._launch(unit, new_owner, resume=True)
             return
-        spec.key_counter = len(facts) + 100
+        unit.journal.keys = len(facts) + 100  # never reuse a key
         for f in facts:
             if f["kind"] == "tool.started" and f["body"].get("call_id") not in results:
                 await unit.append(
                     "tool.result",
                     "tool",
-                    unit._result_body(
+                    result_body(
                         f["body"]["call_id"], "unknown", UNKNOWN_OUTCOME, command=f["body"].get("command")
                     ),
                 )

@@ -6,33 +6,34 @@ or ask a human), ``tool.started`` fact, bash, ``tool.after``, ``tool.result`` fa
 lease loss and limits are checked between every step. Control flow that ends the loop is an
 exception carrying its reason (:class:`Stop`), caught in one place, :meth:`ReActUnit.run`.
 
-Facts are appended with the dispatch's lease epoch and deterministic idempotency keys
-(``<dispatch>:<n>``), so a retried append after an unknown outcome is stored once, and a unit
-that lost its lease cannot write (the database rejects the stale epoch).
+The unit stands on narrow parts: the model client (:func:`aos.loop.model.complete`), the
+:class:`~aos.loop.journal.Journal` it writes facts through (epoch-fenced, idempotent, in order),
+the :class:`~aos.loop.shell.Shell` its commands run in, and the hook bus. The dispatcher that
+launches it gives it approvals (asking a human), the end of a dispatch in one commit, and the
+session's services to wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import AosError
 
 from ..kernel.hooks import Ask, HookError, Reject
 from ..logs import get_logger
-from .bash import base_env, run_bash
-from .model import BASH_TOOL, ModelError, ToolCall, complete, context_window
-from .sandbox import GATEWAY_PATH, SandboxSettings, build_argv, skill_mounts
+from .context import Context, InvalidContext
+from .journal import Journal
+from .model import BASH_TOOL, ModelError, ToolCall, complete
+from .shell import Shell
+from .spec import UnitSpec, Usage
 
 if TYPE_CHECKING:
     from ..kernel.dispatch import Dispatcher
 
-__all__ = ["ReActUnit", "Stop", "UnitSpec"]
+__all__ = ["ReActUnit", "Stop", "UnitSpec", "result_body"]
 
 log = get_logger("aos.react")
 
@@ -48,80 +49,14 @@ class Stop(Exception):
 
 
 @dataclass
-class UnitSpec:
-    """Everything a unit needs, fixed when the dispatch starts."""
-
-    dispatch_id: str
-    session_id: str
-    agent: dict[str, Any]
-    epoch: int
-    model: str
-    model_params: dict[str, Any]
-    workspace: Path
-    max_steps: int
-    bash_timeout_s: float
-    output_cap_bytes: int
-    max_format_errors: int
-    model_retries: int
-    model_backoff_s: float
-    #: How long a step waits for a restarting service whose hook it needs (a crashed aos-context).
-    service_wait_s: float = 30.0
-    #: How much of a command's whole output is kept in content (head and tail past it).
-    content_cap_bytes: int = 8 * 1024 * 1024
-    #: ``auto`` (straight to an OpenAI-compatible endpoint when possible) or ``litellm``.
-    model_client: str = "auto"
-    skills: list[dict[str, str]] = field(default_factory=list)
-    #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
-    sandbox: SandboxSettings | None = None
-    #: Set when the sandbox this dispatch needs cannot be had (after a restart): the unit stops.
-    sandbox_refusal: str | None = None
-    token: str = ""
-    #: Who holds the lease (set when the unit is launched).
-    owner: str = ""
-    input_seq: int | None = None
-    #: The input message's meta (None after a restart: read it from history).
-    input_meta: dict[str, Any] | None = None
-    steps: int = 0
-    key_counter: int = 0
-
-
-@dataclass
-class _Usage:
-    prompt: int = 0
-    completion: int = 0
-    cost: float | None = None
-    calls: int = 0
-
-    def add(self, usage: dict[str, Any]) -> None:
-        self.prompt += usage["prompt_tokens"]
-        self.completion += usage["completion_tokens"]
-        self.calls += 1
-        if usage.get("cost") is not None:
-            self.cost = (self.cost or 0.0) + usage["cost"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion,
-            "cost": self.cost,
-            "calls": self.calls,
-        }
-
-
-@dataclass
 class ReActUnit:
     spec: UnitSpec
     dispatcher: Dispatcher
     interrupt_reason: str | None = None
     interrupt_cause: str = "user"
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
-    usage: _Usage = field(default_factory=_Usage)
-    _context: list[dict[str, Any]] | None = None
-    _window: int | None = None
-    _last_prompt_tokens: int | None = None
-    _assembled_seq: int = 0
+    usage: Usage = field(default_factory=Usage)
     _format_errors: int = 0
-    _deferred: asyncio.Future[int] | None = None
     #: The model's final answer (the text of its last message without tool calls).
     reply: str | None = None
     #: Set once the unit writes its end: what is left is giving the lease back.
@@ -130,6 +65,37 @@ class ReActUnit:
     released: bool = False
     #: The final answer's fact, held back to be committed with the dispatch's end.
     _final: dict[str, Any] | None = None
+    journal: Journal = field(init=False)
+    shell: Shell = field(init=False)
+    context: Context = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec, kernel = self.spec, self.dispatcher.kernel
+        self.journal = Journal(
+            kernel,
+            session_id=spec.session_id,
+            dispatch_id=spec.dispatch_id,
+            agent_id=spec.agent["id"],
+            epoch=spec.epoch,
+            keys=spec.key_counter,
+        )
+        store = self.dispatcher.store
+        self.context = Context(
+            spec.session_id,
+            spec.model,
+            lambda sid, after: store.list_history(sid, after_seq=after, limit=100_000),
+            self.dispatcher.assembled,
+            self.dispatcher.windows,
+        )
+        self.shell = Shell(
+            workspace=spec.workspace,
+            agent_dir=kernel.paths.agent_dir(str(spec.agent["name"])),
+            skills=spec.skills,
+            gateway=kernel.gateway.path,
+            track_dir=self.dispatcher.commands_dir,
+            sandbox=spec.sandbox,
+            bwrap=kernel.sandbox_probe.bwrap,
+        )
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -142,42 +108,12 @@ class ReActUnit:
         }
 
     async def append(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> int:
-        """Append a fact durably (after any fact still being written: order is kept)."""
-        key = self._next_key()
-        await self.settle_appends()
-        return await self._write(kind, role, body, meta, key)
-
-    def append_soon(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> None:
-        """Start appending a fact and go on; the next :meth:`append` (or :meth:`settle_appends`)
-        waits for it first. Its commit then overlaps the hooks that run in between, and nothing
-        with a side effect happens before it is durable."""
-        key = self._next_key()
-        self._deferred = asyncio.ensure_future(self._write(kind, role, body, meta, key))
+        """Append a fact durably, in order (see :class:`~aos.loop.journal.Journal`)."""
+        return await self.journal.append(kind, role, body, meta)
 
     async def settle_appends(self) -> None:
-        """Wait until a fact started with :meth:`append_soon` is durable (raises its error)."""
-        if self._deferred is not None:
-            task, self._deferred = self._deferred, None
-            await task
-
-    def _next_key(self) -> str:
-        self.spec.key_counter += 1
-        return f"{self.spec.dispatch_id}:{self.spec.key_counter}"
-
-    async def _write(
-        self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None, key: str
-    ) -> int:
-        res = await self.dispatcher.kernel.append(
-            self.spec.session_id,
-            epoch=self.spec.epoch,
-            kind=kind,
-            role=role,
-            body=body,
-            meta={**(meta or {}), "dispatch_id": self.spec.dispatch_id},
-            idempotency_key=key,
-            agent_id=self.spec.agent["id"],
-        )
-        return res.seq
+        """Wait until the fact being written in the background is durable."""
+        await self.journal.settle()
 
     def interrupt(self, *, reason: str, cause: str) -> None:
         """Ask the unit to stop at the next step boundary (a running command is killed)."""
@@ -243,39 +179,25 @@ class ReActUnit:
             with contextlib.suppress(Exception):
                 await self.settle_appends()  # refused, like every write of a lost lease
             return status  # another writer owns the session now: write nothing more
+        j = self.journal
         facts = [] if self._final is None else [self._final]
         if status == "interrupted":
-            facts.append(
-                self._fact("interrupt", None, {"cause": details.get("cause", "user"), "reason": reason})
-            )
+            facts.append(j.fact("interrupt", None, {"cause": details.get("cause", "user"), "reason": reason}))
         elif status in ("failed", "refused", "max_steps"):
-            facts.append(self._fact("error", None, {"status": status, "message": reason, **details}))
+            facts.append(j.fact("error", None, {"status": status, "message": reason, **details}))
         end = {"status": status, "reason": reason, "steps": self.spec.steps, "usage": self.usage.as_dict()}
-        facts.append(self._fact("dispatch.end", None, end))
+        facts.append(j.fact("dispatch.end", None, end))
         try:
-            await self.settle_appends()
-            if self.spec.owner and await self.dispatcher.end(self, status, facts):
-                self.released = True
-                return status
-            for f in facts:  # refused together: one by one, which says why (a lost lease, a retry)
-                await self._write(f["kind"], f["role"], f["body"], f["meta"], f["idempotency_key"])
+            self.released = await j.end(self if self.spec.owner else None, status, facts)
         except AosError as exc:
             log.error("dispatch.end_not_written", dispatch=self.spec.dispatch_id, error=exc.message)
             if exc.type == "stale_epoch":
                 return "lease_lost"
         return status
 
-    def _fact(
-        self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """A fact to write later, with its key taken now (keys follow the order facts are made)."""
-        return {
-            "kind": kind,
-            "role": role,
-            "body": body,
-            "meta": {**(meta or {}), "dispatch_id": self.spec.dispatch_id},
-            "idempotency_key": self._next_key(),
-        }
+    async def end(self, status: str, facts: list[dict[str, Any]]) -> bool:
+        """The journal's :class:`~aos.loop.journal.Ender`: the dispatcher's one-commit end."""
+        return await self.dispatcher.end(self, status, facts)
 
     async def step(self) -> bool:
         """One model call and its tool calls; True when the model gave its final answer."""
@@ -318,7 +240,7 @@ class ReActUnit:
             ) from exc
         usage = reply.usage()
         self.usage.add(usage)
-        self._last_prompt_tokens = usage["prompt_tokens"]
+        self.context.last_prompt_tokens = usage["prompt_tokens"]
         self.spec.steps += 1
         body = {
             "text": reply.text,
@@ -328,81 +250,30 @@ class ReActUnit:
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
         if not reply.tool_calls:
             # The final answer is committed with the dispatch's end (one commit, see finish).
-            self._final = self._fact("message", "assistant", body, meta)
+            self._final = self.journal.fact("message", "assistant", body, meta)
             self.reply = reply.text
             return True
         # Durable before any command runs (the next append waits for it), but its commit overlaps
         # the tool.env and tool.before hooks of the first call.
-        self.append_soon("message", "assistant", body, meta)
+        self.journal.append_soon("message", "assistant", body, meta)
         for call in reply.tool_calls:
             if self.interrupted.is_set():
                 await self.append(
-                    "tool.result", "tool", self._result_body(call.id, "interrupted", "not run: interrupted")
+                    "tool.result", "tool", result_body(call.id, "interrupted", "not run: interrupted")
                 )
                 continue
             await self.tool_call(call)
         return False
 
     async def assemble(self) -> list[dict[str, Any]]:
-        """Run ``session.assemble`` on the facts appended since the last call, and apply its delta.
-
-        The handler gets the new facts only (``since``: the seq they follow; across dispatches the
-        dispatcher remembers it per session) and ``output_data`` ``{"base": n, "messages": []}``,
-        ``n`` being the length of the context this unit holds. It returns ``{"base": k,
-        "messages": [...]}``: keep the first ``k`` messages, then these. Without ``base`` (or on
-        the first step of a dispatch, where the unit holds nothing) the messages are the whole
-        context. So a step sends and projects only what changed.
-        """
-        store, sid = self.dispatcher.store, self.spec.session_id
-        since = self._assembled_seq if self._context is not None else self.dispatcher.assembled.get(sid, 0)
-        facts = await store.list_history(sid, after_seq=since, limit=100_000)
-        head = facts[-1]["seq"] if facts else since
-        if self._window is None:
-            # Known models are answered from the dispatcher's memory; the first lookup of a model
-            # may import litellm, so it runs off the event loop.
-            known = self.dispatcher.windows.get(self.spec.model)
-            if known is None:
-                known = await asyncio.to_thread(context_window, self.spec.model) or 0
-                self.dispatcher.windows[self.spec.model] = known
-            self._window = known
-        prev = self._context or []
+        """The context for the next model call (see :mod:`aos.loop.context`)."""
+        input_data = {**self.ids, "agent": _agent_view(self.spec.agent), "skills": self.spec.skills}
         try:
-            out = await self._required_transform(
-                "session.assemble",
-                {
-                    **self.ids,
-                    "agent": _agent_view(self.spec.agent),
-                    "skills": self.spec.skills,
-                    "facts": [_fact_json(f) for f in facts],
-                    "since": since,
-                    "first": self._context is None,
-                    "model": self.spec.model,
-                    "window": self._window or None,
-                    "last_prompt_tokens": self._last_prompt_tokens,
-                },
-                {"base": len(prev), "messages": []},
+            return await self.context.assemble(
+                lambda i, o: self._required_transform("session.assemble", i, o), input_data
             )
-        except HookError as exc:
+        except (HookError, InvalidContext) as exc:
             raise Stop("failed", str(exc)) from exc
-        messages = out.get("messages") if isinstance(out, dict) else None
-        base = out.get("base", 0) if isinstance(out, dict) else 0
-        if (
-            not isinstance(messages, list)
-            or not isinstance(base, int)
-            or not 0 <= base <= len(prev)
-            or not all(isinstance(msg, dict) and "role" in msg for msg in messages)
-            or not (base or messages)
-        ):
-            raise Stop(
-                "failed",
-                "session.assemble returned no valid context: {base, messages} with messages a list of "
-                "{role, content} objects and base at most the length of the previous context",
-            )
-        context = prev[:base] + messages if base else messages
-        self._assembled_seq = head
-        self.dispatcher.assembled[sid] = head
-        self._context = context
-        return context
 
     async def _required_transform(self, hook: str, input_data: dict[str, Any], output_data: Any) -> Any:
         """Run a required transform; if it fails because its skill's service is restarting, wait
@@ -433,18 +304,12 @@ class ReActUnit:
 
     # -- tool calls ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
-        return {"call_id": call_id, "outcome": outcome, "output": output, **extra}
-
     async def tool_call(self, call: ToolCall) -> None:
         try:
             command = call.command()
         except ValueError as exc:
             self._format_errors += 1
-            await self.append(
-                "tool.result", "tool", self._result_body(call.id, "format_error", f"error: {exc}")
-            )
+            await self.append("tool.result", "tool", result_body(call.id, "format_error", f"error: {exc}"))
             if self._format_errors >= self.spec.max_format_errors:
                 raise Stop("failed", f"{self._format_errors} malformed tool calls in a row") from exc
             return
@@ -464,7 +329,7 @@ class ReActUnit:
             await self.append(
                 "tool.result",
                 "tool",
-                self._result_body(
+                result_body(
                     call.id, "rejected", f"refused by {verdict.skill}: {verdict.reason}", skill=verdict.skill
                 ),
             )
@@ -480,81 +345,44 @@ class ReActUnit:
         await self.execute(call.id, command, cwd, env)
 
     async def command_env(self, call_id: str) -> dict[str, str]:
-        """The clean base, the ``tool.env`` additions, then the ``AOS_*`` identity (which wins)."""
+        """The command's environment: the shell's, with what ``tool.env`` adds and the ``AOS_*``
+        identity (which wins)."""
         extra = await self.dispatcher.hooks.transform(
             "tool.env", {**self.ids, "call_id": call_id}, {"env": {}}
         )
-        env = base_env()
-        if isinstance(extra, dict) and isinstance(extra.get("env"), dict):
-            env.update({str(k): str(v) for k, v in extra["env"].items()})
-        # Skill CLIs first, then the daemon's Python (its python3 has aos_sdk for those CLIs).
-        bins = [str(Path(s["path"]).parent / "bin") for s in self.spec.skills]
-        bins = [b for b in bins if Path(b).is_dir()]  # noqa: ASYNC240 - a few stat calls per command
-        env["PATH"] = os.pathsep.join([*bins, str(Path(sys.executable).parent), env["PATH"]])
-        sandboxed = self.spec.sandbox is not None
-        if sandboxed:
-            env["HOME"] = str(self._agent_dir() / "home")
-        env.update(
-            {
-                "AOS_SESSION_ID": self.spec.session_id,
-                "AOS_AGENT_ID": self.spec.agent["id"],
-                "AOS_AGENT": self.spec.agent["name"],
-                "AOS_DISPATCH_ID": self.spec.dispatch_id,
-                "AOS_GATEWAY": GATEWAY_PATH if sandboxed else str(self.dispatcher.kernel.gateway.path),
-                "AOS_TOKEN": self.spec.token,
-            }
-        )
-        return env
-
-    def _agent_dir(self) -> Path:
-        return self.dispatcher.kernel.paths.agent_dir(str(self.spec.agent["name"]))
-
-    def sandbox_argv(self, command: str, cwd: str) -> list[str] | None:
-        """How to run ``command`` in this agent's sandbox (None: run it as it is)."""
-        settings = self.spec.sandbox
-        bwrap = self.dispatcher.kernel.sandbox_probe.bwrap
-        if settings is None or bwrap is None:
-            return None
-        home, tmp = self._agent_dir() / "home", self._agent_dir() / "tmp"
-        for d in (home, tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        return build_argv(
-            command,
-            bwrap=bwrap,
-            settings=settings,
-            workspace=self.spec.workspace,
-            cwd=Path(cwd),
-            home=home,
-            tmp=tmp,
-            gateway=self.dispatcher.kernel.gateway.path,
-            skill_paths=skill_mounts([Path(s["path"]) for s in self.spec.skills]),
-        )
+        added = extra.get("env") if isinstance(extra, dict) and isinstance(extra.get("env"), dict) else None
+        identity = {
+            "AOS_SESSION_ID": self.spec.session_id,
+            "AOS_AGENT_ID": self.spec.agent["id"],
+            "AOS_AGENT": self.spec.agent["name"],
+            "AOS_DISPATCH_ID": self.spec.dispatch_id,
+            "AOS_TOKEN": self.spec.token,
+        }
+        return self.shell.env(added, identity)
 
     async def execute(self, call_id: str, command: str, cwd: str, env: dict[str, str]) -> None:
-        Path(cwd).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - microseconds, once per command
-        argv = self.sandbox_argv(command, cwd)
+        argv = self.shell.argv(command, cwd)
         await self.append(
             "tool.started",
             None,
             {"call_id": call_id, "command": command, "cwd": cwd, "sandbox": "bwrap" if argv else "off"},
         )
-        res = await run_bash(
+        res = await self.shell.run(
             command,
-            cwd=cwd,
-            env=env,
+            cwd,
+            env,
+            argv,
             timeout=self.spec.bash_timeout_s,
             cap=self.spec.output_cap_bytes,
-            track_dir=self.dispatcher.commands_dir,
-            argv=argv,
-            stop=self.interrupted,
             keep=self.spec.content_cap_bytes,
+            stop=self.interrupted,
         )
         if res.stopped:
             # What it printed before it was killed is kept: the model and the person see it.
             await self.append(
                 "tool.result",
                 "tool",
-                self._result_body(
+                result_body(
                     call_id,
                     "interrupted",
                     res.output
@@ -594,7 +422,7 @@ class ReActUnit:
         folded = isinstance(visible, dict) and visible.get("folded") is True
         if res.timed_out:
             output += f"\n[killed after {self.spec.bash_timeout_s:g} s timeout]"
-        body = self._result_body(
+        body = result_body(
             call_id,
             res.outcome,
             output,
@@ -617,7 +445,7 @@ class ReActUnit:
         """After a restart: finish the tool calls of the last assistant fact that have no result
         (the one waiting for approval is asked again, from its durable row)."""
         facts = await self.dispatcher.store.dispatch_facts(self.spec.session_id, self.spec.dispatch_id)
-        self.spec.key_counter = max(self.spec.key_counter, len(facts) + 100)  # never reuse a key
+        self.journal.keys = max(self.journal.keys, len(facts) + 100)  # never reuse a key
         assistant = next(
             (f for f in reversed(facts) if f["kind"] == "message" and f["role"] == "assistant"), None
         )
@@ -645,12 +473,9 @@ class ReActUnit:
                 await self.tool_call(call)
 
 
-def _fact_json(f: dict[str, Any]) -> dict[str, Any]:
-    out = dict(f)
-    ts = out.get("created_at")
-    if ts is not None and not isinstance(ts, str):
-        out["created_at"] = ts.isoformat()
-    return out
+def result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
+    """The body of a ``tool.result`` fact."""
+    return {"call_id": call_id, "outcome": outcome, "output": output, **extra}
 
 
 def _agent_view(agent: dict[str, Any]) -> dict[str, Any]:
