@@ -26,6 +26,7 @@ This module is pure set-up: it decides, probes and builds argv; :mod:`aos.loop.b
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -195,6 +196,10 @@ _NAMESPACES = (
 )
 
 
+#: Where a command's own options go in a prefix (no real argument can hold a NUL byte).
+_COMMAND_SLOT = "\0command\0"
+
+
 def _is_under(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
@@ -237,6 +242,7 @@ def skill_mounts(skill_md_paths: list[Path]) -> list[Path]:
     return out
 
 
+@functools.cache
 def _runtime_paths() -> list[Path]:
     """What skill CLIs need to run: the interpreter, its environment, the SDK."""
     paths = [Path(sys.prefix), Path(sys.base_prefix)]
@@ -289,6 +295,30 @@ def build_argv(
     skill_paths: list[Path],
 ) -> list[str]:
     """The full argv that runs ``command`` with ``bash -c`` inside the sandbox."""
+    prefix = sandbox_prefix(
+        bwrap=bwrap,
+        settings=settings,
+        workspace=workspace,
+        home=home,
+        tmp=tmp,
+        gateway=gateway,
+        skill_paths=skill_paths,
+    )
+    return command_argv(prefix, command, cwd)
+
+
+def sandbox_prefix(
+    *,
+    bwrap: str,
+    settings: SandboxSettings,
+    workspace: Path,
+    home: Path,
+    tmp: Path,
+    gateway: Path | None,
+    skill_paths: list[Path],
+) -> list[str]:
+    """Everything of the argv that does not depend on the command (the same for all of a
+    dispatch's commands: built once, see :class:`aos.loop.shell.Shell`)."""
     args = [bwrap, "--tmpfs", "/"]
     for d in _SYSTEM_DIRS:
         p = Path(d)
@@ -322,8 +352,15 @@ def build_argv(
     if gateway is not None:
         args += ["--ro-bind", str(gateway), GATEWAY_PATH]
     # The skeleton the mounts hang on is read-only too: nothing can be written outside them.
-    args += ["--remount-ro", "/", "--chdir", str(cwd), "--setenv", "HOME", str(home)]
+    args += ["--remount-ro", "/", "--setenv", "HOME", str(home)]
     prelude = _ulimit_prelude(settings.limits)
     run = 'exec -a bash /bin/bash -c "$1"'
     script = f"{prelude} && {run}" if prelude else run
-    return [*args, "--", "/bin/bash", "--noprofile", "--norc", "-c", script, "aos-sandbox", command]
+    # The command's own part (--chdir, its text) goes between these two halves.
+    return [*args, _COMMAND_SLOT, "--", "/bin/bash", "--noprofile", "--norc", "-c", script, "aos-sandbox"]
+
+
+def command_argv(prefix: list[str], command: str, cwd: Path) -> list[str]:
+    """The argv for ``command`` in ``cwd``, from a :func:`sandbox_prefix`."""
+    cut = prefix.index(_COMMAND_SLOT)
+    return [*prefix[:cut], "--chdir", str(cwd), *prefix[cut + 1 :], command]

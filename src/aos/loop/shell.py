@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .bash import RunResult, base_env, run_bash
-from .sandbox import GATEWAY_PATH, SandboxSettings, build_argv, skill_mounts
+from .sandbox import GATEWAY_PATH, SandboxSettings, command_argv, sandbox_prefix, skill_mounts
 
 __all__ = ["Shell"]
 
@@ -37,6 +37,7 @@ class Shell:
     sandbox: SandboxSettings | None = None
     bwrap: str | None = None
     _bins: list[str] | None = field(default=None, repr=False)
+    _prefix: list[str] | None = field(default=None, repr=False)
 
     @property
     def sandboxed(self) -> bool:
@@ -63,20 +64,20 @@ class Shell:
         Path(cwd).mkdir(parents=True, exist_ok=True)
         if self.sandbox is None or self.bwrap is None:
             return None
-        home, tmp = self.agent_dir / "home", self.agent_dir / "tmp"
-        for d in (home, tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        return build_argv(
-            command,
-            bwrap=self.bwrap,
-            settings=self.sandbox,
-            workspace=self.workspace,
-            cwd=Path(cwd),
-            home=home,
-            tmp=tmp,
-            gateway=self.gateway,
-            skill_paths=skill_mounts([Path(s["path"]) for s in self.skills]),
-        )
+        if self._prefix is None:  # the same for every command of the dispatch: built once
+            home, tmp = self.agent_dir / "home", self.agent_dir / "tmp"
+            for d in (home, tmp):
+                d.mkdir(parents=True, exist_ok=True)
+            self._prefix = sandbox_prefix(
+                bwrap=self.bwrap,
+                settings=self.sandbox,
+                workspace=self.workspace,
+                home=home,
+                tmp=tmp,
+                gateway=self.gateway,
+                skill_paths=skill_mounts([Path(s["path"]) for s in self.skills]),
+            )
+        return command_argv(self._prefix, command, Path(cwd))
 
     async def run(
         self,
