@@ -70,7 +70,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="aos-home-"))
     # The built-in guard would hold some test commands for approval, and services nobody uses
     # cost every test a process: their own tests turn them on (kernel param "enable").
-    (d / "aoscb.json").write_text('{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]}}')
+    (d / "aoscb.json").write_text(
+        '{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a", "aos-frontend"]}}'
+    )
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

@@ -208,3 +208,45 @@ def test_stop_kills_a_daemon_that_does_not_stop(aos: Any, home: Path) -> None:
     assert aos("status").returncode == 3
     r = aos("start")  # and the next start recovers
     assert r.returncode == 0, r.stderr
+
+
+def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    assert aos("ui").returncode == 3, "no daemon: says so"
+    (home / "aoscb.json").write_text(
+        json.dumps({"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]}, "ui": {"port": 0}})
+    )
+    assert aos("start").returncode == 0
+    r = aos("ui")
+    assert r.returncode == 0, r.stderr
+    link = r.stdout.strip()
+    assert link.startswith("http://127.0.0.1:") and "/?token=" in link
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as first:
+        opener.open(link, timeout=10)
+    assert first.value.code == 303 and "HttpOnly" in first.value.headers["set-cookie"]
+    with pytest.raises(urllib.error.HTTPError) as again:
+        opener.open(link, timeout=10)
+    assert again.value.code == 401, "a link signs in once"
+    assert aos("ui").stdout.strip() != link, "the next `aos ui` prints a fresh link"
+    # A port that is taken: the UI says so, and `aos ui` passes it on.
+    port = int(link.split(":")[2].split("/")[0])
+    assert aos("stop").returncode == 0
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        (home / "aoscb.json").write_text(
+            json.dumps({"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]}, "ui": {"port": port}})
+        )
+        assert aos("start").returncode == 0
+        r = aos("ui")
+        assert r.returncode == 1 and f"port {port}" in r.stderr and "taken" in r.stderr

@@ -61,6 +61,11 @@ class RpcConnection:
         self._closed = asyncio.Event()
 
     @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed.is_set()
+
+    @property
     def in_flight(self) -> int:
         """Incoming requests being served right now."""
         return self._in_flight

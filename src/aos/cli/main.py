@@ -217,6 +217,40 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace, paths: Paths) -> int:
+    """Print the web UI's sign-in link (one use; each run of ``aos ui`` prints a fresh one)."""
+    from ..pidlock import PidLock
+
+    if PidLock.holder(paths.pidfile) is None:
+        _err("aos is not running; start it with `aos start`")
+        return EXIT_NOT_RUNNING
+    link = paths.run / "ui.json"
+    deadline = time.monotonic() + args.wait
+    while True:  # right after `aos start`, the aos-frontend service may still be starting
+        try:
+            data = json.loads(link.read_text())
+            os.kill(int(data["pid"]), 0)  # left behind by a service that died: wait for the new one
+            break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError, ProcessLookupError):
+            if time.monotonic() >= deadline:
+                _err(
+                    "the web UI is not running: is the aos-frontend skill enabled? "
+                    "`aos skills` shows its state, `aos skills logs aos-frontend` its log"
+                )
+                return EXIT_ERROR
+            time.sleep(0.1)
+    if data.get("error"):
+        _err(str(data["error"]))
+        return EXIT_ERROR
+    _out(str(data["link"]))
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(str(data["link"])):
+            _err("no browser to open here: copy the link above")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     from ..pidlock import PidLock
 
@@ -947,6 +981,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name")
     x.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all; default 50)")
     sk.set_defaults(func=cmd_skills)
+
+    x = sub.add_parser(
+        "ui",
+        help="print the web UI's sign-in link (good for one sign-in)",
+        description="Print a link that signs this browser in to the web UI (aos-frontend). "
+        "Each link works once; run `aos ui` again for another browser.",
+    )
+    x.add_argument("--open", action="store_true", help="also open it in a browser, when there is one")
+    x.add_argument("--wait", type=float, default=10, help="seconds to wait for the UI to start (default 10)")
+    x.set_defaults(func=cmd_ui)
 
     c = sub.add_parser("call", parents=[common], help="call a syscall with JSON params (raw access)")
     c.add_argument("syscall", nargs="?", help="e.g. agent.list")

@@ -1,0 +1,234 @@
+// The AOS web UI. Every text an agent, a command or a person wrote is put in the page with
+// textContent, never as HTML: nothing in a transcript can run script here.
+
+const $ = (id) => document.getElementById(id);
+const state = { agent: null, session: null, lastSeq: 0, stream: null, lastEvent: 0, cards: new Map() };
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function banner(text) {
+  const b = $("banner");
+  b.textContent = text || "";
+  b.hidden = !text;
+}
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await res.json().catch(() => ({}));
+  if (res.status === 401) banner("Signed out: open the link `aos ui` prints.");
+  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
+  return data;
+}
+
+// -- agents and sessions --------------------------------------------------------------------------
+
+async function loadAgents(select) {
+  const { agents } = await api("GET", "/api/agents");
+  const box = $("agent");
+  box.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.display_name || a.name })));
+  if (select) box.value = select;
+  state.agent = box.value || null;
+  await loadSessions();
+}
+
+async function loadSessions(select) {
+  const list = $("sessions");
+  if (!state.agent) { list.replaceChildren(); return; }
+  const { sessions } = await api("GET", `/api/sessions?agent=${encodeURIComponent(state.agent)}`);
+  list.replaceChildren(...sessions.map((s) => {
+    const label = `${s.title || s.id} · ${s.phase}`;
+    const b = el("button", { type: "button", text: label, onclick: () => openSession(s.id) });
+    if (s.id === state.session) b.setAttribute("aria-current", "true");
+    return el("li", {}, b);
+  }));
+  if (select) await openSession(select);
+}
+
+// -- the transcript -------------------------------------------------------------------------------
+
+function usageLine(meta) {
+  const u = meta && meta.usage;
+  if (!u) return null;
+  const cost = u.cost == null ? "" : ` · $${Number(u.cost).toFixed(5)}`;
+  return el("div", { class: "usage", text: `${u.prompt_tokens} + ${u.completion_tokens} tokens${cost}` });
+}
+
+function card(callId, command) {
+  let c = state.cards.get(callId);
+  if (!c) {
+    c = el("li", { class: "card" }, el("div", { class: "cmd", text: `$ ${command || ""}` }),
+      el("div", { class: "meta", text: "running…" }));
+    state.cards.set(callId, c);
+    $("transcript").append(c);
+  }
+  return c;
+}
+
+function approvalItem(a, onDone) {
+  const note = el("input", { "aria-label": "Note (optional)", placeholder: "note (optional)" });
+  const decide = (decision) => async () => {
+    try { await api("POST", `/api/approvals/${a.approval_id || a.id}`, { decision, note: note.value || undefined }); }
+    catch (e) { banner(e.message); }
+    onDone && onDone();
+    refreshApprovals();
+  };
+  return el("li", { class: "approval" },
+    el("div", { text: `${a.skill || "a guard"} asks: ${a.reason || ""}` }),
+    el("div", { class: "cmd", text: `$ ${a.command}` }),
+    note,
+    el("button", { type: "button", text: "Approve", onclick: decide("approve") }),
+    el("button", { type: "button", text: "Deny", onclick: decide("deny") }));
+}
+
+function render(f) {
+  const t = $("transcript");
+  const b = f.body || {};
+  if (f.kind === "message" && f.role === "user") {
+    t.append(el("li", { class: "user", text: b.text ?? JSON.stringify(b) }));
+  } else if (f.kind === "message" && f.role === "assistant") {
+    if (b.text) t.append(el("li", { class: "assistant" }, el("div", { text: b.text }), usageLine(f.meta)));
+    else if (f.meta && f.meta.usage) t.append(el("li", { class: "end" }, usageLine(f.meta)));
+  } else if (f.kind === "tool.started") {
+    card(b.call_id, b.command);
+  } else if (f.kind === "tool.result") {
+    const c = card(b.call_id, "");
+    const meta = c.querySelector(".meta");
+    const bits = [b.outcome];
+    if (b.exit_code != null) bits.push(`exit ${b.exit_code}`);
+    if (b.duration_ms != null) bits.push(`${Math.round(b.duration_ms)} ms`);
+    if (b.truncated) bits.push("output truncated");
+    meta.textContent = bits.join(" · ");
+    if (b.outcome !== "ok" || (b.exit_code && b.exit_code !== 0)) c.classList.add("failed");
+    const out = el("details", { open: "" }, el("summary", { text: "output" }), el("pre", { text: b.output || "" }));
+    c.insertBefore(out, meta);
+  } else if (f.kind === "approval.requested") {
+    t.append(approvalItem(b));
+  } else if (f.kind === "approval.resolved") {
+    t.append(el("li", { class: "end", text: `approval ${b.decision} by ${b.by}${b.note ? `: ${b.note}` : ""}` }));
+  } else if (f.kind === "dispatch.end") {
+    const u = b.usage || {};
+    const cost = u.cost == null ? "" : ` · $${Number(u.cost).toFixed(5)}`;
+    t.append(el("li", { class: "end", text: `${b.status} · ${b.steps} steps${cost}${b.reason ? ` · ${b.reason}` : ""}` }));
+    loadSessions();
+  } else if (f.kind === "error" || f.kind === "interrupt") {
+    t.append(el("li", { class: "end", text: `${f.kind}: ${b.message || b.reason || ""}` }));
+  } else {
+    t.append(el("li", { class: "end", text: `${f.kind}: ${typeof b === "string" ? b : JSON.stringify(b)}` }));
+  }
+  t.scrollTop = t.scrollHeight;
+}
+
+function accept(f) {
+  if (f.seq <= state.lastSeq) return; // seen already (a replay after a reconnect)
+  state.lastSeq = f.seq;
+  render(f);
+}
+
+// -- the live stream ------------------------------------------------------------------------------
+
+function connect() {
+  if (state.stream) state.stream.close();
+  if (!state.session) return;
+  const es = new EventSource(`/api/stream/${encodeURIComponent(state.session)}?after=${state.lastSeq}`);
+  state.stream = es;
+  state.lastEvent = Date.now();
+  es.addEventListener("open", () => { banner(""); state.lastEvent = Date.now(); });
+  es.addEventListener("fact", (e) => { state.lastEvent = Date.now(); accept(JSON.parse(e.data)); });
+  es.addEventListener("heartbeat", () => { state.lastEvent = Date.now(); });
+  es.addEventListener("error", () => { banner("Connection lost: reconnecting…"); });
+}
+
+// A stream that went quiet (no fact and no heartbeat for 40 s) is re-opened from the last fact.
+setInterval(() => {
+  if (state.stream && Date.now() - state.lastEvent > 40000) {
+    banner("Connection lost: reconnecting…");
+    connect();
+  }
+}, 5000);
+
+async function openSession(sid) {
+  state.session = sid;
+  state.lastSeq = 0;
+  state.cards.clear();
+  $("transcript").replaceChildren();
+  for (const b of $("sessions").querySelectorAll("button")) b.removeAttribute("aria-current");
+  const { facts } = await api("GET", `/api/sessions/${encodeURIComponent(sid)}/facts?tail=200`);
+  facts.forEach(accept);
+  connect();
+  loadSessions();
+  $("message").focus();
+}
+
+// -- approvals ------------------------------------------------------------------------------------
+
+async function refreshApprovals() {
+  let approvals = [];
+  try { ({ approvals } = await api("GET", "/api/approvals")); } catch { return; }
+  const badge = $("badge");
+  badge.textContent = String(approvals.length);
+  badge.hidden = approvals.length === 0;
+  $("approval-list").replaceChildren(...approvals.map((a) => approvalItem(a)));
+}
+
+function show(page) {
+  $("chat").hidden = page !== "chat";
+  $("approvals").hidden = page !== "approvals";
+  $("nav-chat").toggleAttribute("aria-current", page === "chat");
+  $("nav-approvals").toggleAttribute("aria-current", page === "approvals");
+  if (page === "approvals") refreshApprovals();
+}
+
+// -- wiring ---------------------------------------------------------------------------------------
+
+$("nav-chat").addEventListener("click", () => show("chat"));
+$("nav-approvals").addEventListener("click", () => show("approvals"));
+$("agent").addEventListener("change", (e) => { state.agent = e.target.value; state.session = null; loadSessions(); });
+$("agent-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const data = Object.fromEntries(new FormData(e.target));
+  try {
+    const agent = await api("POST", "/api/agents", data);
+    e.target.reset();
+    $("new-agent").open = false;
+    await loadAgents(agent.id);
+  } catch (err) { banner(err.message); }
+});
+$("new-session").addEventListener("click", async () => {
+  if (!state.agent) { banner("Create an agent first."); return; }
+  try {
+    const s = await api("POST", "/api/sessions", { agent: state.agent });
+    await loadSessions(s.id);
+  } catch (err) { banner(err.message); }
+});
+$("composer").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = $("message");
+  const text = box.value.trim();
+  if (!text || !state.session) return;
+  try { await api("POST", `/api/sessions/${encodeURIComponent(state.session)}/messages`, { text }); box.value = ""; }
+  catch (err) { banner(err.message); }
+});
+$("message").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
+});
+$("interrupt").addEventListener("click", () => {
+  if (state.session) api("POST", `/api/sessions/${encodeURIComponent(state.session)}/interrupt`).catch((e) => banner(e.message));
+});
+
+setInterval(refreshApprovals, 3000);
+refreshApprovals();
+loadAgents().catch((e) => banner(e.message));

@@ -1,0 +1,196 @@
+"""aos-frontend, the web UI: sign-in, Host/Origin checks, the API and the live stream, over real
+HTTP to the skill's real service (a subprocess of an in-process kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aos.skills.services import State
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+pytestmark = pytest.mark.parametrize("kernel", [{"enable": ["aos-frontend"]}], indirect=True)
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+@pytest.fixture
+def home(model: ScriptedModel) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="aos-home-"))
+    config = {
+        "skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]},
+        "ui": {"port": 0},  # any free port: the service says which in run/ui.json
+        "model": "openai/scripted",
+        "model_params": {"api_base": model.url, "api_key": "test-key"},
+    }
+    (d / "aoscb.json").write_text(json.dumps(config))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+async def link(kernel: Any, old: str | None = None) -> dict[str, Any]:
+    """What run/ui.json says once the UI serves (and, with ``old``, once its link changed)."""
+    runner = kernel.kernel.services.runners["aos-frontend"]
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
+    path = kernel.paths.run / "ui.json"
+    for _ in range(300):
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            if data.get("link") != old:
+                return data
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        await asyncio.sleep(0.05)  # the service writes the file after binding its port
+    raise AssertionError(f"{path} was not written")
+
+
+@pytest.fixture
+async def ui(kernel: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A signed-in client and the UI's origin."""
+    data = await link(kernel)
+    origin = data["url"].rstrip("/")
+    async with httpx.AsyncClient(base_url=origin, headers={"Origin": origin}, timeout=30) as client:
+        r = await client.get(data["link"].removeprefix(origin))
+        assert r.status_code == 303 and "aos_ui" in client.cookies
+        yield client, origin
+
+
+async def test_the_sign_in_link_works_once_for_a_strict_cookie(kernel: Any) -> None:
+    data = await link(kernel)
+    origin = data["url"].rstrip("/")
+    path = data["link"].removeprefix(origin)
+    async with httpx.AsyncClient(base_url=origin, timeout=30) as anon:
+        r = await anon.get("/api/agents")
+        assert r.status_code == 401 and "aos ui" in r.json()["error"]
+        r = await anon.get("/")
+        assert r.status_code == 401 and "aos ui" in r.text
+        r = await anon.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "aos_ui=" in cookie
+        assert (await anon.get("/api/agents")).json() == {"agents": []}
+        page = await anon.get("/")
+        assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
+    async with httpx.AsyncClient(base_url=origin, timeout=30) as other:
+        r = await other.get(path)  # the same link again: used up
+        assert r.status_code == 401 and "used already" in r.text
+        assert (await other.get("/api/agents")).status_code == 401
+    fresh = await link(kernel)
+    assert fresh["link"] != data["link"], "a used link is replaced by a new one for `aos ui`"
+
+
+async def test_requests_from_anywhere_else_are_refused(
+    kernel: Any, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, origin = ui
+    port = origin.rsplit(":", 1)[1]
+    # DNS rebinding: another name for 127.0.0.1 in the Host header.
+    r = await client.get("/api/agents", headers={"Host": f"evil.example:{port}"})
+    assert r.status_code == 421
+    # A page of another origin (the browser sends the cookie only same-site, but check anyway).
+    r = await client.post("/api/agents", json={"name": "mallory"}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "evil.example" in r.text
+    r = await client.post("/api/agents", json={"name": "mallory"}, headers={"Origin": ""})
+    assert r.status_code == 403
+    bare = httpx.AsyncClient(base_url=origin, cookies=client.cookies, timeout=30)
+    async with bare:
+        r = await bare.post("/api/agents", json={"name": "mallory"})  # no Origin at all
+        assert r.status_code == 403 and "Origin" in r.text
+        r = await bare.get("/api/stream/se_x", headers={"Sec-Fetch-Site": "cross-site"})
+        assert r.status_code == 403
+    assert (await client.get("/api/agents")).json() == {"agents": []}, "nothing was created"
+    # Every answer carries the policy: scripts from the page's own files only, no framing.
+    for r in (await client.get("/"), await client.get("/static/app.js"), await client.get("/api/agents")):
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def read_events(resp: httpx.Response, until: str, seen: list[dict[str, Any]]) -> None:
+    """Collect ``fact`` events from an open stream until one of kind ``until``."""
+    event: dict[str, str] = {}
+    async for line in resp.aiter_lines():
+        if line:
+            key, _, value = line.partition(": ")
+            event[key] = value
+            continue
+        if event.get("event") == "fact":
+            fact = json.loads(event["data"])
+            assert int(event["id"]) == fact["seq"]
+            seen.append(fact)
+            if fact["kind"] == until:
+                return
+        event = {}
+
+
+async def test_a_chat_streams_every_fact_once_across_a_reconnect(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, _ = ui
+    model.add({"bash": "echo '<script>alert(1)</script>'"}, {"text": "done"})
+    agent = (await client.post("/api/agents", json={"name": "ada", "instructions": "Be brief."})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    seen: list[dict[str, Any]] = []
+    async with client.stream("GET", f"/api/stream/{sid}?after=0") as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        r = await client.post(f"/api/sessions/{sid}/messages", json={"text": "say hi"})
+        assert r.status_code == 200, r.text
+        await read_events(resp, "tool.result", seen)
+    # The stream dropped mid-reply; the browser comes back with the last id it saw.
+    async with client.stream(
+        "GET", f"/api/stream/{sid}", headers={"Last-Event-ID": str(seen[-1]["seq"])}
+    ) as resp:
+        await read_events(resp, "dispatch.end", seen)
+    seqs = [f["seq"] for f in seen]
+    assert seqs == list(range(1, len(seqs) + 1)), "every fact exactly once, in order"
+    kinds = [f["kind"] for f in seen]
+    assert kinds == ["message", "message", "tool.started", "tool.result", "message", "dispatch.end"]
+    assert seen[3]["body"]["output"] == "<script>alert(1)</script>\n"  # data, for the page to show as text
+    tail = (await client.get(f"/api/sessions/{sid}/facts?tail=2")).json()["facts"]
+    assert [f["seq"] for f in tail] == [5, 6]
+    older = (await client.get(f"/api/sessions/{sid}/facts?before=5&limit=2")).json()["facts"]
+    assert [f["seq"] for f in older] == [3, 4]
+
+
+async def test_a_person_answers_an_approval_from_the_page(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, _ = ui
+    from aos.kernel.hooks import HookHandler
+
+    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        return {"verdict": "ask", "reason": "a person decides"}
+
+    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    model.add({"bash": "echo approved-and-ran"}, {"text": "done"})
+    agent = (await client.post("/api/agents", json={"name": "bo"})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
+    pending: list[dict[str, Any]] = []
+    for _ in range(200):
+        pending = (await client.get("/api/approvals")).json()["approvals"]
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    assert len(pending) == 1 and pending[0]["command"] == "echo approved-and-ran"
+    r = await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve", "note": "ok"})
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    again = await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "deny"})
+    assert again.status_code == 409, "the first answer wins"
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await client.get(f"/api/sessions/{sid}/facts?tail=20")).json()["facts"]
+    assert [f["body"]["output"] for f in facts if f["kind"] == "tool.result"] == ["approved-and-ran\n"]
+    assert facts[-1]["body"]["status"] == "done"

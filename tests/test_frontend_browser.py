@@ -1,0 +1,162 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright (never a downloaded
+browser). Skipped, saying why, where ``/usr/bin/chromium`` is missing (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos.skills.services import State
+from aos_sdk.testing import ScriptedModel
+
+from .test_frontend import link
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install chromium"),
+    pytest.mark.parametrize("kernel", [{"enable": ["aos-frontend"]}], indirect=True),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+@pytest.fixture
+def home(model: ScriptedModel) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="aos-home-"))
+    config = {
+        "skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]},
+        # A fixed port, so the page finds the UI again after its service restarts.
+        "ui": {"port": free_port()},
+        "model": "openai/scripted",
+        "model_params": {"api_base": model.url, "api_key": "test-key"},
+    }
+    (d / "aoscb.json").write_text(json.dumps(config))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+async def page(kernel: Any) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto((await link(kernel))["link"])
+            yield page
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def start_chat(page: Any, name: str) -> None:
+    await page.get_by_text("New agent").click()
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_role("button", name="Create").click()
+    from playwright.async_api import expect
+
+    await expect(page.locator("#agent option:checked")).to_have_text(name)
+    await page.get_by_role("button", name="New session").click()
+    await page.wait_for_selector("#sessions button[aria-current]")
+
+
+async def test_chat_in_the_page_shows_commands_and_runs_no_script_from_the_transcript(
+    kernel: Any, model: ScriptedModel, page: Any
+) -> None:
+    payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    model.add(
+        {"bash": "echo '<script>window.__pwned=3</script>'", "text": payload},
+        {"text": "done, <b>bold</b> stays text"},
+    )
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("go")
+    await page.keyboard.press("Enter")
+    card = page.locator(".card").first
+    await card.locator(".meta").filter(has_text="exit 0").wait_for()
+    assert await card.locator(".cmd").inner_text() == "$ echo '<script>window.__pwned=3</script>'"
+    assert await card.locator("pre").inner_text() == "<script>window.__pwned=3</script>\n"
+    await page.locator("#transcript li.end").filter(has_text="done").wait_for()
+    texts = await page.locator("#transcript li.assistant").all_inner_texts()
+    assert texts[0].startswith(payload) and texts[-1].startswith("done, <b>bold</b> stays text")
+    assert await page.evaluate("window.__pwned") is None, "something in the transcript ran as script"
+    assert await page.locator("#transcript img, #transcript script, #transcript b").count() == 0
+
+
+async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_waits(
+    kernel: Any, model: ScriptedModel, page: Any
+) -> None:
+    from aos.kernel.hooks import HookHandler
+
+    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        return {"verdict": "ask", "reason": "deploys need a person"}
+
+    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    model.add({"bash": "echo deployed"}, {"text": "shipped"})
+    await start_chat(page, "bo")
+    await page.get_by_label("Message").fill("deploy")
+    await page.keyboard.press("Enter")
+    badge = page.locator("#badge")
+    await badge.filter(has_text="1").wait_for()
+    await page.get_by_role("button", name="Approvals").click()
+    from playwright.async_api import expect
+
+    await expect(page.locator("#chat")).to_be_hidden()  # one page at a time
+    item = page.locator("#approval-list li")
+    await item.filter(has_text="deploys need a person").wait_for()
+    await item.get_by_role("button", name="Approve").click()
+    await page.get_by_role("button", name="Chat").click()
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    assert await page.locator(".card pre").inner_text() == "deployed\n"
+    await badge.wait_for(state="hidden")
+
+
+async def test_every_fact_shows_once_after_the_ui_service_is_killed_mid_reply(
+    kernel: Any, model: ScriptedModel, page: Any
+) -> None:
+    model.add({"bash": "echo first"}, {"delay": 3, "text": "second"})
+    await start_chat(page, "cy")
+    await page.get_by_label("Message").fill("go")
+    await page.keyboard.press("Enter")
+    await page.locator(".card .meta").filter(has_text="exit 0").wait_for()
+    runner = kernel.kernel.services.runners["aos-frontend"]
+    os.kill(runner.proc.pid, signal.SIGKILL)  # the stream dies with it; the kernel restarts it
+    await page.locator("#banner").filter(has_text="reconnecting").wait_for()
+    await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for(timeout=30000)
+    await page.locator("#banner").wait_for(state="hidden")
+    assert await page.locator("#transcript li.user").count() == 1
+    assert await page.locator(".card").count() == 1
+    assert await page.locator("#transcript li.assistant > div:first-child").all_inner_texts() == ["second"]
+    assert await page.locator("#transcript li.end").filter(has_text="done ·").count() == 1
