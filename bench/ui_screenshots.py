@@ -3,7 +3,7 @@ drives a whole daemon the same way).
 
 A daemon in a temporary ``AOS_HOME`` with the built-in skills, the scripted model, and Debian's
 Chromium through Playwright: a chat with one command, then a guarded command waiting in the
-approvals inbox::
+approvals inbox, then mission control::
 
     uv run python bench/ui_screenshots.py [--out docs]
 """
@@ -84,8 +84,30 @@ def main() -> None:
             page.get_by_role("button", name="Approvals").click()
             page.locator("#approval-list li").first.wait_for()
             page.screenshot(path=str(out / "ui-approvals.png"))
+            subprocess.run([*aos, "agent", "create", "bo"], env=env, check=True, capture_output=True)
+            sid = json.loads(
+                subprocess.run(
+                    [*aos, "call", "session.create", '{"agent": "bo"}'],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                ).stdout
+            )["id"]
+            msg = {
+                "id": "m1",
+                "from": "bo",
+                "to": ["ada"],
+                "mode": "notify",
+                "text": "The backup finished: 12 GB.",
+            }
+            params = json.dumps({"session": sid, "kind": "a2a.sent", "body": msg})
+            subprocess.run([*aos, "call", "session.append", params], env=env, check=True, capture_output=True)
+            page.get_by_role("button", name="Mission control").click()
+            page.locator("#a2a-feed li").first.wait_for()
+            page.locator(".agent-card.waiting").wait_for()
+            page.screenshot(path=str(out / "ui-mission.png"))
             browser.close()
-        print(f"wrote {out / 'ui-chat.png'} and {out / 'ui-approvals.png'}")
+        print(f"wrote ui-chat.png, ui-approvals.png and ui-mission.png in {out}")
     finally:
         subprocess.run([*aos, "stop"], env=env, capture_output=True)
         model.send_signal(signal.SIGINT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -186,6 +187,13 @@ async def test_a_person_answers_an_approval_from_the_page(
             break
         await asyncio.sleep(0.05)
     assert len(pending) == 1 and pending[0]["command"] == "echo approved-and-ran"
+    overview: dict[str, Any] = {}
+    for _ in range(100):  # the approval's row comes before its fact
+        overview = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
+        if overview["bo"]["command"]:
+            break
+        await asyncio.sleep(0.05)
+    assert overview["bo"]["state"] == "waiting" and overview["bo"]["command"] == "echo approved-and-ran"
     r = await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve", "note": "ok"})
     assert r.status_code == 200 and r.json()["status"] == "approved"
     again = await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "deny"})
@@ -194,3 +202,42 @@ async def test_a_person_answers_an_approval_from_the_page(
     facts = (await client.get(f"/api/sessions/{sid}/facts?tail=20")).json()["facts"]
     assert [f["body"]["output"] for f in facts if f["kind"] == "tool.result"] == ["approved-and-ran\n"]
     assert facts[-1]["body"]["status"] == "done"
+
+
+async def test_mission_control_shows_who_works_on_what_and_their_messages(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, _ = ui
+    workspace = kernel.paths.workspaces / "ada"  # where ada's sandboxed command can see it
+    workspace.mkdir(parents=True)
+    fifo = workspace / "go.fifo"
+    os.mkfifo(fifo)
+    ada = (await client.post("/api/agents", json={"name": "ada"})).json()
+    bo = (await client.post("/api/agents", json={"name": "bo"})).json()
+    busy = (await client.post("/api/sessions", json={"agent": ada["id"]})).json()["id"]
+    quiet = (await client.post("/api/sessions", json={"agent": bo["id"]})).json()["id"]
+    model.add({"bash": f"cat {fifo}"}, {"text": "done"})
+    await client.post(f"/api/sessions/{busy}/messages", json={"text": "wait for it"})
+    message = {"id": "m1", "from": "bo", "to": ["ada"], "text": "<b>hi</b> ada", "mode": "notify"}
+    await rpc.call("session.append", {"session": quiet, "kind": "a2a.sent", "body": message})
+    seen: dict[str, Any] = {}
+    for _ in range(200):  # until the command is running
+        seen = (await client.get("/api/overview")).json()
+        if any(a["command"] for a in seen["agents"]):
+            break
+        await asyncio.sleep(0.05)
+    by_name = {a["name"]: a for a in seen["agents"]}
+    assert by_name["ada"]["state"] == "working" and by_name["ada"]["command"] == f"cat {fifo}"
+    assert by_name["ada"]["session"] == busy and by_name["ada"]["calls_today"] == 1
+    assert by_name["bo"]["state"] == "idle" and by_name["bo"]["command"] is None
+    assert seen["messages"][0] | {"at": None} == {
+        "at": None,
+        "from": "bo",
+        "to": ["ada"],
+        "text": "<b>hi</b> ada",
+        "mode": "notify",
+    }
+    await asyncio.to_thread(fifo.write_text, "go\n")  # let the command finish
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(busy), 30)
+    after = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
+    assert after["ada"]["state"] == "idle" and after["ada"]["calls_today"] == 2

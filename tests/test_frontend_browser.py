@@ -160,3 +160,31 @@ async def test_every_fact_shows_once_after_the_ui_service_is_killed_mid_reply(
     assert await page.locator(".card").count() == 1
     assert await page.locator("#transcript li.assistant > div:first-child").all_inner_texts() == ["second"]
     assert await page.locator("#transcript li.end").filter(has_text="done ·").count() == 1
+
+
+async def test_mission_control_shows_every_agent_and_their_messages(
+    kernel: Any, model: ScriptedModel, page: Any, rpc: Any
+) -> None:
+    from playwright.async_api import expect
+
+    model.add({"bash": "sleep 30"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("take your time")
+    await page.keyboard.press("Enter")
+    await page.locator(".card").first.wait_for()
+    agents = (await rpc.call("agent.list", {}))["agents"]
+    sid = (await rpc.call("session.create", {"agent": agents[0]["id"]}))["id"]
+    note = {"id": "m1", "from": "ada", "to": ["bo"], "text": "<img src=x onerror=window.__pwned=1> status?"}
+    await rpc.call("session.append", {"session": sid, "kind": "a2a.sent", "body": note})
+    await page.get_by_role("button", name="Mission control").click()
+    card = page.locator(".agent-card", has_text="ada")
+    await expect(card.locator(".state")).to_have_text("working")
+    await expect(card.locator(".cmd")).to_have_text("$ sleep 30")
+    await expect(page.locator("#a2a-feed li").first).to_contain_text("ada → bo")
+    await expect(page.locator("#a2a-feed li").first).to_contain_text(
+        "<img src=x onerror=window.__pwned=1> status?"
+    )
+    assert await page.evaluate("window.__pwned") is None
+    await rpc.call(
+        "session.interrupt", {"session": (await rpc.call("session.list", {}))["sessions"][-1]["id"]}
+    )

@@ -203,6 +203,7 @@ class UI:
             Route("/api/approvals", self.approvals),
             Route("/api/approvals/{aid}", self.resolve, methods=["POST"]),
             Route("/api/stream/{sid}", self.stream),
+            Route("/api/overview", self.overview),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
         return Starlette(routes=routes, middleware=[Middleware(Guard, ui=self)])
@@ -304,6 +305,81 @@ class UI:
         if b.get("note"):
             params["note"] = str(b["note"])
         return await self._kernel(request, "approval.resolve", params)
+
+    async def overview(self, request: Request) -> Response:
+        """Mission control: every agent's state (working, waiting for approval, idle), what it
+        runs now, today's cost, and the newest agent-to-agent messages."""
+        if not self._authorized(request):
+            return JSONResponse({"error": "sign in with the link `aos ui` prints"}, status_code=401)
+        try:
+            return JSONResponse(await self._overview(), headers={"cache-control": "no-store"})
+        except AosError as exc:
+            return JSONResponse(
+                {"error": exc.message, "type": exc.type}, status_code=STATUS.get(exc.type, 500)
+            )
+
+    async def _overview(self) -> dict[str, Any]:
+        agents = (await self.call("agent.list", {}))["agents"]
+        sessions = (await self.call("session.list", {"limit": 200}))["sessions"]
+        usage = (await self.call("usage.get", {"group_by": "agent", "since_days": 1}))["rows"]
+        cost = {r["key"]: r for r in usage}
+        busy = [s for s in sessions if s["phase"] != "idle"]
+        recent = sorted(sessions, key=lambda s: s["updated_at"], reverse=True)[:20]
+
+        async def tail(s: dict[str, Any], n: int, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+            params: dict[str, Any] = {"session": s["id"], "after_seq": max(0, s["last_seq"] - n), "limit": n}
+            if kinds:
+                params = {"session": s["id"], "kinds": kinds, "limit": 1000}
+            return list((await self.call("history.list", params))["facts"])
+
+        now: dict[str, dict[str, Any]] = {}
+        for s, facts in zip(busy, await asyncio.gather(*(tail(s, 20) for s in busy)), strict=True):
+            done = {f["body"].get("call_id") for f in facts if f["kind"] == "tool.result"}
+            open_calls = [
+                f
+                for f in facts
+                if f["kind"] in ("tool.started", "approval.requested")
+                and f["body"].get("call_id") not in done
+            ]
+            # The command running now, or the one waiting for a person.
+            now[s["agent_id"]] = {
+                "session": s["id"],
+                "phase": s["phase"],
+                "command": open_calls[-1]["body"]["command"] if open_calls else None,
+            }
+        messages = []
+        for facts in await asyncio.gather(*(tail(s, 0, ["a2a.sent"]) for s in recent)):
+            for f in facts[-20:]:
+                b = f["body"]
+                messages.append(
+                    {
+                        "at": f["created_at"],
+                        "from": b.get("from"),
+                        "to": b.get("to"),
+                        "text": b.get("text"),
+                        "mode": b.get("mode"),
+                    }
+                )
+        messages.sort(key=lambda m: m["at"], reverse=True)
+        out = []
+        for a in agents:
+            current = now.get(a["id"])
+            state = "idle"
+            if current is not None:
+                state = "waiting" if current["phase"] == "waiting_approval" else "working"
+            used = cost.get(a["name"]) or {}
+            out.append(
+                {
+                    "id": a["id"],
+                    "name": a["name"],
+                    "state": state,
+                    "session": current and current["session"],
+                    "command": current and current["command"],
+                    "cost_today": used.get("cost"),
+                    "calls_today": used.get("calls", 0),
+                }
+            )
+        return {"agents": out, "messages": messages[:30]}
 
     async def stream(self, request: Request) -> Response:
         """Server-sent events: each fact of the session after ``Last-Event-ID`` (or ``?after=``),

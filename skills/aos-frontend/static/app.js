@@ -184,18 +184,41 @@ async function refreshApprovals() {
   $("approval-list").replaceChildren(...approvals.map((a) => approvalItem(a)));
 }
 
+// -- mission control --------------------------------------------------------------------------------
+
+async function refreshMission() {
+  if ($("mission").hidden) return;
+  let data;
+  try { data = await api("GET", "/api/overview"); } catch { return; }
+  $("agent-cards").replaceChildren(...data.agents.map((a) => {
+    const cost = a.cost_today == null ? "no cost today" : `$${Number(a.cost_today).toFixed(4)} today`;
+    return el("li", { class: `agent-card ${a.state}` },
+      el("div", {}, el("strong", { text: a.name }), " ", el("span", { class: "state", text: a.state })),
+      a.command ? el("div", { class: "cmd", text: `${a.state === "waiting" ? "awaits approval: " : ""}$ ${a.command}` }) : null,
+      el("div", { class: "usage", text: `${cost} · ${a.calls_today} model calls` }),
+      a.session ? el("button", { type: "button", text: "Open", onclick: () => { show("chat"); state.agent = a.id; $("agent").value = a.id; loadSessions(a.session); } }) : null);
+  }));
+  $("a2a-feed").replaceChildren(...data.messages.map((m) =>
+    el("li", {}, el("span", { class: "usage", text: `${new Date(m.at).toLocaleTimeString()} ` }),
+      el("strong", { text: `${m.from} → ${[].concat(m.to || []).join(", ")}` }),
+      el("span", { class: "usage", text: m.mode ? ` (${m.mode})` : "" }),
+      el("div", { text: m.text || "" }))));
+}
+
 function show(page) {
-  $("chat").hidden = page !== "chat";
-  $("approvals").hidden = page !== "approvals";
-  $("nav-chat").toggleAttribute("aria-current", page === "chat");
-  $("nav-approvals").toggleAttribute("aria-current", page === "approvals");
+  for (const p of ["chat", "approvals", "mission"]) {
+    $(p).hidden = page !== p;
+    $(`nav-${p}`).toggleAttribute("aria-current", page === p);
+  }
   if (page === "approvals") refreshApprovals();
+  if (page === "mission") refreshMission();
 }
 
 // -- wiring ---------------------------------------------------------------------------------------
 
 $("nav-chat").addEventListener("click", () => show("chat"));
 $("nav-approvals").addEventListener("click", () => show("approvals"));
+$("nav-mission").addEventListener("click", () => show("mission"));
 $("agent").addEventListener("change", (e) => { state.agent = e.target.value; state.session = null; loadSessions(); });
 $("agent-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -230,5 +253,6 @@ $("interrupt").addEventListener("click", () => {
 });
 
 setInterval(refreshApprovals, 3000);
+setInterval(refreshMission, 2000);
 refreshApprovals();
 loadAgents().catch((e) => banner(e.message));
