@@ -68,8 +68,10 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1100, "height": 720})
             page.goto(link)
             page.get_by_text("New agent").click()
-            page.get_by_label("Name").fill("ada")
-            page.get_by_label("Instructions").fill("You know this machine. Answer in one sentence.")
+            page.get_by_label("Name", exact=True).fill("ada")
+            page.locator("#agent-form").get_by_label("Instructions").fill(
+                "You know this machine. Answer in one sentence."
+            )
             page.get_by_role("button", name="Create").click()
             page.locator("#agent option", has_text="ada").wait_for(state="attached")
             page.get_by_role("button", name="New session").click()

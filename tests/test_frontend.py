@@ -241,3 +241,41 @@ async def test_mission_control_shows_who_works_on_what_and_their_messages(
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(busy), 30)
     after = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
     assert after["ada"]["state"] == "idle" and after["ada"]["calls_today"] == 2
+
+
+async def test_agents_skills_usage_and_the_log_through_the_api(
+    kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, _ = ui
+    model.add({"text": "hi"})
+    ada = (await client.post("/api/agents", json={"name": "ada"})).json()
+    r = await client.patch(
+        f"/api/agents/{ada['id']}", json={"instructions": "Be terse.", "revision": ada["revision"]}
+    )
+    assert r.status_code == 200 and r.json()["instructions"] == "Be terse."
+    stale = await client.patch(
+        f"/api/agents/{ada['id']}", json={"instructions": "x", "revision": ada["revision"]}
+    )
+    assert stale.status_code == 409, "an edit made from an old copy is refused"
+    skills = {s["name"]: s for s in (await client.get(f"/api/skills?agent={ada['id']}")).json()["skills"]}
+    assert (
+        skills["aos-context"]["enabled"] is True
+        and skills["aos-frontend"]["service_status"]["state"] == "running"
+    )
+    r = await client.post("/api/skills/aos-context", json={"agent": ada["id"], "enabled": False})
+    assert r.status_code == 200
+    skills = {s["name"]: s for s in (await client.get(f"/api/skills?agent={ada['id']}")).json()["skills"]}
+    assert skills["aos-context"]["enabled"] is False
+    await client.post("/api/skills/aos-context", json={"agent": ada["id"], "enabled": True})
+    text = (await client.get("/api/skills/aos-frontend")).json()["body"]
+    assert "This skill serves the AOS web UI" in text
+    sid = (await client.post("/api/sessions", json={"agent": ada["id"]})).json()["id"]
+    await client.post(f"/api/sessions/{sid}/messages", json={"text": "hello"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    usage = (await client.get("/api/usage?group_by=agent")).json()
+    assert [(r["key"], r["calls"]) for r in usage["rows"]] == [("ada", 1)]
+    log = (await client.get("/api/log?op=agent.*")).json()["entries"]
+    assert {e["op"] for e in log} >= {"agent.create", "agent.update"}
+    archived = await client.post(f"/api/agents/{ada['id']}/archive")
+    assert archived.status_code == 200 and archived.json()["status"] == "archived"
+    assert (await client.get("/api/agents")).json() == {"agents": []}

@@ -83,7 +83,7 @@ async def page(kernel: Any) -> AsyncIterator[Any]:
 
 async def start_chat(page: Any, name: str) -> None:
     await page.get_by_text("New agent").click()
-    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Name", exact=True).fill(name)
     await page.get_by_role("button", name="Create").click()
     from playwright.async_api import expect
 
@@ -188,3 +188,39 @@ async def test_mission_control_shows_every_agent_and_their_messages(
     await rpc.call(
         "session.interrupt", {"session": (await rpc.call("session.list", {}))["sessions"][-1]["id"]}
     )
+
+
+async def test_agents_skills_and_usage_pages(kernel: Any, model: ScriptedModel, page: Any, rpc: Any) -> None:
+    from playwright.async_api import expect
+
+    model.add({"text": "hi"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("hello")
+    await page.keyboard.press("Enter")
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    # Agents: edit the instructions.
+    await page.get_by_role("button", name="Agents").click()
+    form = page.locator("#agent-edit")
+    await expect(form.get_by_label("Settings (JSON)")).to_have_value("{}")
+    await form.get_by_label("Instructions").fill("Answer in one line.")
+    await form.get_by_role("button", name="Save").click()
+    await expect(page.locator("#agent-saved")).to_have_text("Saved.")
+    assert (await rpc.call("agent.get", {"agent": "ada"}))["instructions"] == "Answer in one line."
+    # Skills: turn aos-context off for ada, and read a SKILL.md.
+    await page.get_by_role("button", name="Skills").click()
+    box = page.get_by_label("aos-context enabled for this agent")
+    await expect(box).to_be_checked()
+    await box.uncheck()
+    await expect(box).not_to_be_checked()
+    skills = (await rpc.call("skill.list", {"agent": "ada"}))["skills"]
+    assert next(s for s in skills if s["name"] == "aos-context")["enabled"] is False
+    await page.get_by_role("button", name="aos-frontend").click()
+    await expect(page.locator("#skill-text")).to_contain_text("This skill serves the AOS web UI")
+    # Usage: one call, by agent; the log lists the edit.
+    await page.get_by_role("button", name="Usage").click()
+    await page.get_by_label("Group by").select_option("agent")
+    await expect(page.locator("#usage-rows tr").first).to_contain_text("ada")
+    await expect(page.locator("#usage-chart rect")).to_have_count(1)
+    await page.get_by_label("Operation").fill("agent.update")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#log-rows tr").first).to_contain_text("agent.update")

@@ -204,6 +204,12 @@ class UI:
             Route("/api/approvals/{aid}", self.resolve, methods=["POST"]),
             Route("/api/stream/{sid}", self.stream),
             Route("/api/overview", self.overview),
+            Route("/api/agents/{aid}", self.agent, methods=["GET", "PATCH"]),
+            Route("/api/agents/{aid}/archive", self.archive, methods=["POST"]),
+            Route("/api/usage", self.usage),
+            Route("/api/log", self.log),
+            Route("/api/skills", self.skills),
+            Route("/api/skills/{name}", self.skill, methods=["GET", "POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
         return Starlette(routes=routes, middleware=[Middleware(Guard, ui=self)])
@@ -305,6 +311,55 @@ class UI:
         if b.get("note"):
             params["note"] = str(b["note"])
         return await self._kernel(request, "approval.resolve", params)
+
+    async def agent(self, request: Request) -> Response:
+        aid = request.path_params["aid"]
+        if request.method == "PATCH":
+            b = await self._body(request)
+            fields = ("display_name", "model", "instructions", "workspace", "settings", "revision")
+            params = {"agent": aid, **{k: b[k] for k in fields if k in b}}
+            return await self._kernel(request, "agent.update", params)
+        return await self._kernel(request, "agent.get", {"agent": aid})
+
+    async def archive(self, request: Request) -> Response:
+        return await self._kernel(request, "agent.archive", {"agent": request.path_params["aid"]})
+
+    async def usage(self, request: Request) -> Response:
+        q = request.query_params
+        params: dict[str, Any] = {"group_by": q.get("group_by", "day")}
+        if q.get("since_days", "").isdigit():
+            params["since_days"] = int(q["since_days"])
+        for key in ("agent", "session"):
+            if q.get(key):
+                params[key] = q[key]
+        return await self._kernel(request, "usage.get", params)
+
+    async def log(self, request: Request) -> Response:
+        q = request.query_params
+        params: dict[str, Any] = {"limit": 200}
+        for key in ("op", "actor", "outcome"):
+            if q.get(key):
+                params[key] = q[key]
+        if q.get("after", "").isdigit():
+            params["after_id"] = int(q["after"])
+        return await self._kernel(request, "log.list", params)
+
+    async def skills(self, request: Request) -> Response:
+        agent = request.query_params.get("agent")
+        return await self._kernel(request, "skill.list", {"agent": agent} if agent else {})
+
+    async def skill(self, request: Request) -> Response:
+        """One skill with its SKILL.md (GET); turn it on or off for an agent (POST
+        ``{agent, enabled}``)."""
+        name = request.path_params["name"]
+        if request.method == "POST":
+            b = await self._body(request)
+            method = "skill.enable" if b.get("enabled") else "skill.disable"
+            return await self._kernel(request, method, {"skill": name, "agent": str(b.get("agent", ""))})
+        agent = request.query_params.get("agent")
+        return await self._kernel(
+            request, "skill.get", {"skill": name, **({"agent": agent} if agent else {})}
+        )
 
     async def overview(self, request: Request) -> Response:
         """Mission control: every agent's state (working, waiting for approval, idle), what it

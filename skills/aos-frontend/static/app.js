@@ -205,13 +205,109 @@ async function refreshMission() {
       el("div", { text: m.text || "" }))));
 }
 
+// -- agents ---------------------------------------------------------------------------------------
+
+async function loadAgentEditor() {
+  const { agents } = await api("GET", "/api/agents");
+  for (const id of ["edit-agent", "skills-agent"]) {
+    const box = $(id);
+    const keep = box.value;
+    box.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name })));
+    if (keep && agents.some((a) => a.id === keep)) box.value = keep;
+  }
+  await fillAgentForm();
+}
+
+async function fillAgentForm() {
+  const id = $("edit-agent").value;
+  const form = $("agent-edit");
+  $("agent-saved").textContent = "";
+  if (!id) { form.reset(); return; }
+  const a = await api("GET", `/api/agents/${encodeURIComponent(id)}`);
+  form.elements.display_name.value = a.display_name || "";
+  form.elements.model.value = a.model || "";
+  form.elements.instructions.value = a.instructions || "";
+  form.elements.settings.value = JSON.stringify(a.settings || {}, null, 2);
+  form.dataset.revision = a.revision;
+}
+
+// -- skills ---------------------------------------------------------------------------------------
+
+async function loadSkills() {
+  const agent = $("skills-agent").value;
+  const { skills } = await api("GET", `/api/skills${agent ? `?agent=${encodeURIComponent(agent)}` : ""}`);
+  $("skill-rows").replaceChildren(...skills.map((s) => {
+    const box = el("input", { type: "checkbox", "aria-label": `${s.name} enabled for this agent` });
+    box.checked = Boolean(s.enabled);
+    box.disabled = !agent || !s.usable;
+    box.addEventListener("change", async () => {
+      try { await api("POST", `/api/skills/${encodeURIComponent(s.name)}`, { agent, enabled: box.checked }); }
+      catch (e) { banner(e.message); }
+      loadSkills();
+    });
+    const st = s.service_status || {};
+    const problems = (s.diagnostics || []).map((d) => d.message || JSON.stringify(d)).join("; ");
+    const name = el("button", { type: "button", text: s.name, onclick: () => showSkill(s.name) });
+    return el("tr", {}, el("td", {}, name), el("td", {}, box, el("span", { class: "usage", text: ` ${s.why || ""}` })),
+      el("td", { text: s.service ? `${st.state || "?"}${st.restarts ? ` · ${st.restarts} restarts` : ""}` : "-" }),
+      el("td", { text: (st.hooks || []).join(", ") }), el("td", { text: problems }));
+  }));
+}
+
+async function showSkill(name) {
+  const s = await api("GET", `/api/skills/${encodeURIComponent(name)}`);
+  $("skill-title").textContent = `${s.name}: SKILL.md`;
+  $("skill-text").textContent = s.body || "";
+}
+
+// -- usage and the runtime log --------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+async function loadUsage() {
+  const { rows, total } = await api("GET", `/api/usage?group_by=${$("usage-by").value}`);
+  const money = (c) => (c == null ? "-" : `$${Number(c).toFixed(5)}`);
+  $("usage-rows").replaceChildren(...[...rows, total].map((r) => el("tr", {},
+    el("td", { text: r.key }), el("td", { text: String(r.calls) }), el("td", { text: String(r.prompt_tokens) }),
+    el("td", { text: String(r.completion_tokens) }), el("td", { text: money(r.cost) }))));
+  // A bar per row: cost where known, else tokens.
+  const chart = $("usage-chart");
+  const value = (r) => (r.cost != null && total.cost ? r.cost : r.prompt_tokens + r.completion_tokens);
+  const top = Math.max(1e-12, ...rows.map(value));
+  const width = chart.clientWidth || 600;
+  const bar = Math.max(4, Math.min(60, width / Math.max(rows.length, 1) - 6));
+  chart.replaceChildren(...rows.map((r, i) => {
+    const h = Math.round((value(r) / top) * 130);
+    const rect = document.createElementNS(SVG, "rect");
+    for (const [k, v] of Object.entries({ x: i * (bar + 6), y: 140 - h, width: bar, height: h, class: "bar" })) rect.setAttribute(k, v);
+    const tip = document.createElementNS(SVG, "title");
+    tip.textContent = `${r.key}: ${money(r.cost)}, ${r.prompt_tokens + r.completion_tokens} tokens`;
+    rect.append(tip);
+    return rect;
+  }));
+}
+
+async function loadLog() {
+  const f = new FormData($("log-filter"));
+  const q = new URLSearchParams();
+  for (const [k, v] of f) if (v) q.set(k, v);
+  const { entries } = await api("GET", `/api/log?${q}`);
+  $("log-rows").replaceChildren(...entries.slice().reverse().map((e) => el("tr", {},
+    el("td", { text: new Date(e.ts).toLocaleString() }), el("td", { text: e.actor }), el("td", { text: e.op }),
+    el("td", { text: e.outcome }), el("td", { text: e.duration_ms == null ? "" : String(Math.round(e.duration_ms)) }))));
+}
+
+const PAGES = ["chat", "approvals", "mission", "agents", "skills", "usage"];
+
 function show(page) {
-  for (const p of ["chat", "approvals", "mission"]) {
+  for (const p of PAGES) {
     $(p).hidden = page !== p;
     $(`nav-${p}`).toggleAttribute("aria-current", page === p);
   }
   if (page === "approvals") refreshApprovals();
   if (page === "mission") refreshMission();
+  if (page === "agents" || page === "skills") loadAgentEditor().then(() => page === "skills" && loadSkills()).catch((e) => banner(e.message));
+  if (page === "usage") { loadUsage().catch((e) => banner(e.message)); loadLog().catch((e) => banner(e.message)); }
 }
 
 // -- wiring ---------------------------------------------------------------------------------------
@@ -219,6 +315,38 @@ function show(page) {
 $("nav-chat").addEventListener("click", () => show("chat"));
 $("nav-approvals").addEventListener("click", () => show("approvals"));
 $("nav-mission").addEventListener("click", () => show("mission"));
+$("nav-agents").addEventListener("click", () => show("agents"));
+$("nav-skills").addEventListener("click", () => show("skills"));
+$("nav-usage").addEventListener("click", () => show("usage"));
+$("edit-agent").addEventListener("change", () => fillAgentForm().catch((e) => banner(e.message)));
+$("skills-agent").addEventListener("change", () => loadSkills().catch((e) => banner(e.message)));
+$("usage-by").addEventListener("change", () => loadUsage().catch((e) => banner(e.message)));
+$("log-filter").addEventListener("submit", (e) => { e.preventDefault(); loadLog().catch((err) => banner(err.message)); });
+$("agent-edit").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  let settings;
+  try { settings = JSON.parse(form.elements.settings.value || "{}"); }
+  catch { banner("Settings must be JSON (an object)."); return; }
+  const body = {
+    display_name: form.elements.display_name.value || null,
+    model: form.elements.model.value || null,
+    instructions: form.elements.instructions.value,
+    settings,
+    revision: Number(form.dataset.revision),
+  };
+  try {
+    await api("PATCH", `/api/agents/${encodeURIComponent($("edit-agent").value)}`, body);
+    await fillAgentForm();
+    $("agent-saved").textContent = "Saved.";
+  } catch (err) { banner(err.message); }
+});
+$("agent-archive").addEventListener("click", async () => {
+  const id = $("edit-agent").value;
+  if (!id || !window.confirm("Archive this agent and its sessions?")) return;
+  try { await api("POST", `/api/agents/${encodeURIComponent(id)}/archive`); await loadAgentEditor(); await loadAgents(); }
+  catch (err) { banner(err.message); }
+});
 $("agent").addEventListener("change", (e) => { state.agent = e.target.value; state.session = null; loadSessions(); });
 $("agent-form").addEventListener("submit", async (e) => {
   e.preventDefault();
