@@ -224,3 +224,49 @@ async def test_agents_skills_and_usage_pages(kernel: Any, model: ScriptedModel, 
     await page.get_by_label("Operation").fill("agent.update")
     await page.get_by_role("button", name="Filter").click()
     await expect(page.locator("#log-rows tr").first).to_contain_text("agent.update")
+
+
+async def test_a_long_session_opens_at_its_tail_and_shows_older_facts_on_demand(
+    kernel: Any, page: Any, rpc: Any
+) -> None:
+    from playwright.async_api import expect
+
+    await start_chat(page, "ada")
+    sid = (await rpc.call("session.list", {}))["sessions"][0]["id"]
+    for chunk in range(0, 450, 25):  # under the connection's in-flight limit
+        notes = [{"session": sid, "kind": "note", "body": f"n{i}"} for i in range(chunk, chunk + 25)]
+        await asyncio.gather(*(rpc.call("session.append", n) for n in notes))
+    await page.get_by_role("button", name="Agents").click()
+    await page.get_by_role("button", name="Chat").click()
+    await page.locator("#sessions button").first.click()
+    items = page.locator("#transcript li")
+    await expect(items).to_have_count(200)
+    older = page.get_by_role("button", name="Show older facts")
+    await older.click()
+    await expect(items).to_have_count(400)
+    await older.click()
+    await expect(items).to_have_count(450)
+    await expect(older).to_be_hidden()
+    texts = await items.all_inner_texts()
+    assert len(set(texts)) == 450, "each fact once"
+
+
+async def test_no_page_has_a_serious_accessibility_violation(
+    kernel: Any, model: ScriptedModel, page: Any
+) -> None:
+    """axe-core (the engine behind Lighthouse's accessibility audit) on every page."""
+    from axe_playwright_python.async_playwright import Axe
+
+    model.add({"bash": "echo hi", "text": "checking"}, {"text": "done"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("go")
+    await page.keyboard.press("Enter")
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    axe = Axe()
+    found = {}
+    for name in ("Chat", "Approvals", "Mission control", "Agents", "Skills", "Usage"):
+        await page.get_by_role("button", name=name, exact=True).click()
+        results = await axe.run(page)
+        bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+        found[name] = [f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes)" for v in bad]
+    assert not any(found.values()), found

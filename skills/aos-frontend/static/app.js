@@ -2,7 +2,8 @@
 // textContent, never as HTML: nothing in a transcript can run script here.
 
 const $ = (id) => document.getElementById(id);
-const state = { agent: null, session: null, lastSeq: 0, stream: null, lastEvent: 0, cards: new Map() };
+const state = { agent: null, session: null, lastSeq: 0, firstSeq: 0, stream: null, lastEvent: 0, cards: new Map() };
+const PAGE = 200; // facts shown when a session opens, and per "older" page
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -73,7 +74,7 @@ function card(callId, command) {
     c = el("li", { class: "card" }, el("div", { class: "cmd", text: `$ ${command || ""}` }),
       el("div", { class: "meta", text: "running…" }));
     state.cards.set(callId, c);
-    $("transcript").append(c);
+    (state.insertBefore ? $("transcript").insertBefore(c, state.insertBefore) : $("transcript").append(c));
   }
   return c;
 }
@@ -94,8 +95,9 @@ function approvalItem(a, onDone) {
     el("button", { type: "button", text: "Deny", onclick: decide("deny") }));
 }
 
-function render(f) {
-  const t = $("transcript");
+function render(f, before) {
+  // ``before``: an older page's facts go above what is shown (in order, before that node).
+  const t = before ? { append: (node) => $("transcript").insertBefore(node, before) } : $("transcript");
   const b = f.body || {};
   if (f.kind === "message" && f.role === "user") {
     t.append(el("li", { class: "user", text: b.text ?? JSON.stringify(b) }));
@@ -123,19 +125,34 @@ function render(f) {
     const u = b.usage || {};
     const cost = u.cost == null ? "" : ` · $${Number(u.cost).toFixed(5)}`;
     t.append(el("li", { class: "end", text: `${b.status} · ${b.steps} steps${cost}${b.reason ? ` · ${b.reason}` : ""}` }));
-    loadSessions();
   } else if (f.kind === "error" || f.kind === "interrupt") {
     t.append(el("li", { class: "end", text: `${f.kind}: ${b.message || b.reason || ""}` }));
   } else {
     t.append(el("li", { class: "end", text: `${f.kind}: ${typeof b === "string" ? b : JSON.stringify(b)}` }));
   }
-  t.scrollTop = t.scrollHeight;
+  if (!before) $("transcript").scrollTop = $("transcript").scrollHeight;
 }
 
 function accept(f) {
   if (f.seq <= state.lastSeq) return; // seen already (a replay after a reconnect)
   state.lastSeq = f.seq;
   render(f);
+}
+
+// Older facts, a page at a time, above what is shown; the scroll position stays where it was.
+async function showOlder() {
+  if (!state.session || state.firstSeq <= 1) return;
+  const sid = state.session;
+  const { facts } = await api("GET", `/api/sessions/${encodeURIComponent(sid)}/facts?before=${state.firstSeq}&limit=${PAGE}`);
+  if (sid !== state.session || !facts.length) return;
+  const list = $("transcript");
+  const anchor = list.firstChild;
+  const height = list.scrollHeight;
+  state.insertBefore = anchor;
+  try { for (const f of facts) render(f, anchor); } finally { state.insertBefore = null; }
+  state.firstSeq = facts[0].seq;
+  $("older").hidden = state.firstSeq <= 1;
+  list.scrollTop += list.scrollHeight - height;
 }
 
 // -- the live stream ------------------------------------------------------------------------------
@@ -147,7 +164,12 @@ function connect() {
   state.stream = es;
   state.lastEvent = Date.now();
   es.addEventListener("open", () => { banner(""); state.lastEvent = Date.now(); });
-  es.addEventListener("fact", (e) => { state.lastEvent = Date.now(); accept(JSON.parse(e.data)); });
+  es.addEventListener("fact", (e) => {
+    state.lastEvent = Date.now();
+    const f = JSON.parse(e.data);
+    accept(f);
+    if (f.kind === "dispatch.end") loadSessions(); // its phase changed
+  });
   es.addEventListener("heartbeat", () => { state.lastEvent = Date.now(); });
   es.addEventListener("error", () => { banner("Connection lost: reconnecting…"); });
 }
@@ -166,7 +188,9 @@ async function openSession(sid) {
   state.cards.clear();
   $("transcript").replaceChildren();
   for (const b of $("sessions").querySelectorAll("button")) b.removeAttribute("aria-current");
-  const { facts } = await api("GET", `/api/sessions/${encodeURIComponent(sid)}/facts?tail=200`);
+  const { facts } = await api("GET", `/api/sessions/${encodeURIComponent(sid)}/facts?tail=${PAGE}`);
+  state.firstSeq = facts.length ? facts[0].seq : 1;
+  $("older").hidden = state.firstSeq <= 1;
   facts.forEach(accept);
   connect();
   loadSessions();
@@ -313,6 +337,8 @@ function show(page) {
 // -- wiring ---------------------------------------------------------------------------------------
 
 $("nav-chat").addEventListener("click", () => show("chat"));
+$("older").addEventListener("click", () => showOlder().catch((e) => banner(e.message)));
+$("transcript").addEventListener("scroll", (e) => { if (e.target.scrollTop === 0 && !$("older").hidden) showOlder().catch(() => {}); });
 $("nav-approvals").addEventListener("click", () => show("approvals"));
 $("nav-mission").addEventListener("click", () => show("mission"));
 $("nav-agents").addEventListener("click", () => show("agents"));
