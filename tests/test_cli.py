@@ -232,9 +232,11 @@ def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path) -> None:
     opener = urllib.request.build_opener(NoRedirect)
     with pytest.raises(urllib.error.HTTPError) as first:
         opener.open(link, timeout=10)
+    first.value.close()  # its socket
     assert first.value.code == 303 and "HttpOnly" in first.value.headers["set-cookie"]
     with pytest.raises(urllib.error.HTTPError) as again:
         opener.open(link, timeout=10)
+    again.value.close()
     assert again.value.code == 401, "a link signs in once"
     assert aos("ui").stdout.strip() != link, "the next `aos ui` prints a fresh link"
     # A port that is taken: the UI says so, and `aos ui` passes it on.

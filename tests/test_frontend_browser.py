@@ -98,7 +98,7 @@ async def test_chat_in_the_page_shows_commands_and_runs_no_script_from_the_trans
     payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     model.add(
         {"bash": "echo '<script>window.__pwned=3</script>'", "text": payload},
-        {"text": "done, <b>bold</b> stays text"},
+        {"text": "done, <b>bold</b> stays text, **this is strong**, [a link](javascript:window.__pwned=4)"},
     )
     await start_chat(page, "ada")
     await page.get_by_label("Message").fill("go")
@@ -112,6 +112,9 @@ async def test_chat_in_the_page_shows_commands_and_runs_no_script_from_the_trans
     assert texts[0].startswith(payload) and texts[-1].startswith("done, <b>bold</b> stays text")
     assert await page.evaluate("window.__pwned") is None, "something in the transcript ran as script"
     assert await page.locator("#transcript img, #transcript script, #transcript b").count() == 0
+    # The agent's Markdown is rendered, but never into a script-bearing link.
+    assert await page.locator("#transcript li.assistant strong").all_inner_texts() == ["this is strong"]
+    assert await page.locator("#transcript a").count() == 0
 
 
 async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_waits(

@@ -1,5 +1,8 @@
 // The AOS web UI. Every text an agent, a command or a person wrote is put in the page with
-// textContent, never as HTML: nothing in a transcript can run script here.
+// textContent, never as HTML: nothing in a transcript can run script here. The one exception is
+// the agent's own text, rendered as Markdown by markdown-it with raw HTML off (it escapes any
+// tag), images off and its link check on (no javascript: or data: links); the page's
+// Content-Security-Policy forbids inline script besides.
 
 const $ = (id) => document.getElementById(id);
 const state = { agent: null, session: null, lastSeq: 0, firstSeq: 0, stream: null, lastEvent: 0, cards: new Map() };
@@ -15,6 +18,16 @@ function el(tag, props = {}, ...children) {
   }
   for (const c of children) if (c !== null && c !== undefined) node.append(c);
   return node;
+}
+
+const md = window.markdownit ? window.markdownit({ html: false, linkify: true, breaks: true }).disable("image") : null;
+
+function markdown(text) {
+  const div = el("div", { class: "markdown" });
+  if (!md) { div.textContent = text; return div; }
+  div.innerHTML = md.render(text); // safe by construction: see the top of this file
+  for (const a of div.querySelectorAll("a")) { a.target = "_blank"; a.rel = "noopener noreferrer"; }
+  return div;
 }
 
 function banner(text) {
@@ -102,7 +115,7 @@ function render(f, before) {
   if (f.kind === "message" && f.role === "user") {
     t.append(el("li", { class: "user", text: b.text ?? JSON.stringify(b) }));
   } else if (f.kind === "message" && f.role === "assistant") {
-    if (b.text) t.append(el("li", { class: "assistant" }, el("div", { text: b.text }), usageLine(f.meta)));
+    if (b.text) t.append(el("li", { class: "assistant" }, markdown(b.text), usageLine(f.meta)));
     else if (f.meta && f.meta.usage) t.append(el("li", { class: "end" }, usageLine(f.meta)));
   } else if (f.kind === "tool.started") {
     card(b.call_id, b.command);
