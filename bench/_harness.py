@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,45 @@ from aos.config import Config, Paths, load_config
 from aos.db.embedded import EmbeddedPostgres
 from aos.db.store import Store
 from aos.kernel.kernel import DatabaseSettings, Kernel
+
+AOS = [sys.executable, "-m", "aos"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def scripted_model(*args: str) -> Iterator[str]:
+    """The scripted model server in its own process (``python -m aos_sdk.testing <args>``);
+    yields the ``api_base`` to give an agent."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aos_sdk.testing", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "scripted model on …": it serves
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+@contextmanager
+def aos_daemon(home: Path, **env: str) -> Iterator[dict[str, str]]:
+    """A real daemon (``aos start``) in ``home``, stopped afterwards; yields its environment
+    (``env`` adds to it, ``AOS_DB_URL`` for a server of the benchmark's own, say)."""
+    full = {**os.environ, "AOS_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True", **env}
+    subprocess.run([*AOS, "start"], env=full, check=True, capture_output=True)
+    try:
+        yield full
+    finally:
+        subprocess.run([*AOS, "stop"], env=full, capture_output=True)
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -2,10 +2,11 @@
 
 Each dispatch is one invocation: user message → the model asks for ``bash true`` → its result →
 the model's final answer (2 model calls, 1 command). The model is the scripted OpenAI-compatible
-server in its own process, answering at once, reached through litellm's real HTTP path.
+server in its own process, answering at once, reached over HTTP by the model client (the direct
+OpenAI-compatible path: an ``openai/`` model with an ``api_base``).
 
-The kernel's share of a step is the dispatch's wall time minus the model calls' latency (as
-litellm measured it, client included) minus the command's run time, divided by the steps. It
+The kernel's share of a step is the dispatch's wall time minus the model calls' latency (as the
+model client measured it, client included) minus the command's run time, divided by the steps. It
 covers hooks, context assembly, journaling the facts in PostgreSQL, lease work and scheduling.
 Usage: ``uv run python bench/react_bench.py [--dispatches 100] [--sessions 100]``.
 """
@@ -14,21 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from _harness import pct, running_kernel
+from _harness import free_port, pct, running_kernel
 from aos.kernel.kernel import Kernel
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def one_dispatch(k: Kernel, sid: str) -> tuple[float, float, float, int]:
@@ -78,7 +72,7 @@ async def main(dispatches: int, sessions: int) -> None:
                 (await store.create_session(agent_id=agent["id"], title=None, settings={}))["id"]
                 for _ in range(sessions)
             ]
-            for _ in range(3):  # warm up litellm's client and the prepared statements
+            for _ in range(3):  # warm up the model client and the prepared statements
                 await one_dispatch(k, sids[0])
 
             # One invocation per fresh session, as design §11 defines the measure: the
@@ -119,7 +113,7 @@ async def main(dispatches: int, sessions: int) -> None:
     print("\n".join(out))
     print(
         f"\n{len(lone)} lone invocations; {len(many)} invocations over {sessions} sessions in {elapsed:.1f} s "
-        f"({len(many) * 2 / elapsed:.0f} steps/s). Model latency includes litellm's client (~3.5 ms CPU per call)."
+        f"({len(many) * 2 / elapsed:.0f} steps/s). Model latency includes the model client's own time."
     )
 
 

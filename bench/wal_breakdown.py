@@ -15,19 +15,64 @@ To compare with another version of AOS, run the same script with that version's 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from _harness import aos_daemon, scripted_model
 from aos.db.embedded import EmbeddedPostgres
 from aos_sdk.syncclient import SyncClient
-from react_bench import free_port
+
+
+def measure(dsn: str, sock: Path, api_base: str, n: int) -> tuple[list[Any], list[Any]]:
+    """WAL stats (by record type, and by relation) of ``n`` invocations through the daemon."""
+    client = SyncClient(sock, timeout=60)
+    agent = client.call(
+        "agent.create",
+        {
+            "name": "bench",
+            "model": "openai/scripted",
+            "settings": {"model_params": {"api_base": api_base, "api_key": "x"}},
+        },
+    )
+
+    def once() -> None:
+        sid = client.call("session.create", {"agent": agent["id"]})["id"]
+        with SyncClient(sock, timeout=60) as follow:
+            follow.call("history.subscribe", {"session": sid})
+            client.call("session.dispatch", {"session": sid, "message": "go"})
+            for note in follow.notifications():
+                if note.params["fact"]["kind"] == "dispatch.end":
+                    assert note.params["fact"]["body"]["status"] == "done", note.params
+                    return
+
+    for _ in range(5):
+        once()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CHECKPOINT")  # full-page images after a checkpoint would be counted otherwise
+        lsn0 = c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
+        for _ in range(n):
+            once()
+        lsn1 = c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
+        rows = c.execute(
+            'SELECT "resource_manager/record_type", count, record_size, fpi_size, combined_size'
+            " FROM pg_get_wal_stats(%s, %s, true) WHERE count > 0 ORDER BY combined_size DESC",
+            (lsn0, lsn1),
+        ).fetchall()
+        # Which table or index each record touched (a record is counted once per relation).
+        per_rel = c.execute(
+            "SELECT coalesce(r.relname, b.relfilenode::text), count(*), sum(b.record_length)"
+            " FROM (SELECT DISTINCT ON (start_lsn, relfilenode) start_lsn, relfilenode, record_length"
+            "       FROM pg_get_wal_block_info(%s, %s)) b"
+            " LEFT JOIN pg_class r ON r.relfilenode = b.relfilenode"
+            " GROUP BY 1 ORDER BY 3 DESC",
+            (lsn0, lsn1),
+        ).fetchall()
+    client.close()
+    return rows, per_rel
 
 
 def main() -> None:
@@ -39,75 +84,19 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="aos-wal-"))
     pg = EmbeddedPostgres(base / "pg", base / "pg.log")
     pg.start()
-    port = free_port()
-    model = subprocess.Popen(
-        [sys.executable, "-m", "aos_sdk.testing", "--react-loop", "true", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert model.stdout is not None
-    model.stdout.readline()
-    home = base / "home"
-    env = {
-        **os.environ,
-        "AOS_HOME": str(home),
-        "AOS_DB_URL": pg.dsn("aos"),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
     try:
         with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
             c.execute("CREATE DATABASE aos")
         with psycopg.connect(pg.dsn("aos"), autocommit=True) as c:
             c.execute("CREATE EXTENSION pg_walinspect")
-        subprocess.run([sys.executable, "-m", "aos", "start"], env=env, check=True, capture_output=True)
-        sock = home / "run" / "kernel.sock"
-        client = SyncClient(sock, timeout=60)
-        agent = client.call(
-            "agent.create",
-            {
-                "name": "bench",
-                "model": "openai/scripted",
-                "settings": {"model_params": {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "x"}},
-            },
-        )
-
-        def once() -> None:
-            sid = client.call("session.create", {"agent": agent["id"]})["id"]
-            with SyncClient(sock, timeout=60) as follow:
-                follow.call("history.subscribe", {"session": sid})
-                client.call("session.dispatch", {"session": sid, "message": "go"})
-                for note in follow.notifications():
-                    if note.params["fact"]["kind"] == "dispatch.end":
-                        assert note.params["fact"]["body"]["status"] == "done", note.params
-                        return
-
-        for _ in range(5):
-            once()
-        with psycopg.connect(pg.dsn("aos"), autocommit=True) as c:
-            c.execute("CHECKPOINT")  # full-page images after a checkpoint would be counted otherwise
-            lsn0 = c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
-            for _ in range(args.invocations):
-                once()
-            lsn1 = c.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
-            rows = c.execute(
-                'SELECT "resource_manager/record_type", count, record_size, fpi_size, combined_size'
-                " FROM pg_get_wal_stats(%s, %s, true) WHERE count > 0 ORDER BY combined_size DESC",
-                (lsn0, lsn1),
-            ).fetchall()
-            # Which table or index each record touched (a record is counted once per relation).
-            per_rel = c.execute(
-                "SELECT coalesce(r.relname, b.relfilenode::text), count(*), sum(b.record_length)"
-                " FROM (SELECT DISTINCT ON (start_lsn, relfilenode) start_lsn, relfilenode, record_length"
-                "       FROM pg_get_wal_block_info(%s, %s)) b"
-                " LEFT JOIN pg_class r ON r.relfilenode = b.relfilenode"
-                " GROUP BY 1 ORDER BY 3 DESC",
-                (lsn0, lsn1),
-            ).fetchall()
-        client.close()
+        with (
+            scripted_model("--react-loop", "true") as api_base,
+            aos_daemon(base / "home", AOS_DB_URL=pg.dsn("aos")),
+        ):
+            rows, per_rel = measure(
+                pg.dsn("aos"), base / "home" / "run" / "kernel.sock", api_base, args.invocations
+            )
     finally:
-        subprocess.run([sys.executable, "-m", "aos", "stop"], env=env, capture_output=True)
-        model.send_signal(signal.SIGINT)
-        model.wait(10)
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
 
