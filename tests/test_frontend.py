@@ -279,3 +279,39 @@ async def test_agents_skills_usage_and_the_log_through_the_api(
     archived = await client.post(f"/api/agents/{ada['id']}/archive")
     assert archived.status_code == 200 and archived.json()["status"] == "archived"
     assert (await client.get("/api/agents")).json() == {"agents": []}
+
+
+async def test_pages_hear_of_approvals_and_ended_dispatches_as_they_happen(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    from aos.kernel.hooks import HookHandler
+
+    client, _ = ui
+
+    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        return {"verdict": "ask", "reason": "a person decides"}
+
+    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    model.add({"bash": "echo ok"}, {"text": "done"})
+    agent = (await client.post("/api/agents", json={"name": "cy"})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with client.stream("GET", "/api/events") as resp:
+        await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
+        event = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event in ("approval", "dispatch"):
+                data = json.loads(line.removeprefix("data: "))
+                seen.append((event, data))
+                if event == "approval" and "decision" not in data:
+                    # Answered elsewhere (the CLI, another page): this page hears of it too.
+                    await rpc.call(
+                        "approval.resolve", {"approval": data["approval_id"], "decision": "approve"}
+                    )
+                if event == "dispatch":
+                    break
+    assert [e for e, _ in seen] == ["approval", "approval", "dispatch"]
+    assert seen[0][1]["session_id"] == sid and seen[1][1]["decision"] == "approved"
+    assert seen[2][1]["status"] == "done"

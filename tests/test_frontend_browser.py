@@ -273,3 +273,28 @@ async def test_no_page_has_a_serious_accessibility_violation(
         bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
         found[name] = [f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes)" for v in bad]
     assert not any(found.values()), found
+
+
+async def test_an_approval_answered_elsewhere_leaves_the_inbox_at_once(
+    kernel: Any, model: ScriptedModel, page: Any, rpc: Any
+) -> None:
+    """The page polls approvals only every 30 s: seeing it within 5 s means the push works."""
+    from playwright.async_api import expect
+
+    from aos.kernel.hooks import HookHandler
+
+    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        return {"verdict": "ask", "reason": "a person decides"}
+
+    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    model.add({"bash": "echo ok"}, {"text": "done"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("go")
+    await page.keyboard.press("Enter")
+    badge = page.locator("#badge")
+    await expect(badge).to_have_text("1", timeout=5000)
+    pending = (await rpc.call("approval.list", {}))["approvals"]
+    await rpc.call(
+        "approval.resolve", {"approval": pending[0]["id"], "decision": "deny", "note": "from the CLI"}
+    )
+    await expect(badge).to_be_hidden(timeout=5000)

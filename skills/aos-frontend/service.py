@@ -17,12 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from web import (  # this skill's own module (the runner puts its folder on sys.path)
-    UI,
-    Auth,
-    load_secret,
-    write_link,
-)
+from web import UI, Auth, Hub, load_secret, write_link  # this skill's module (its folder is on sys.path)
 
 from aos_sdk import define_service
 
@@ -38,8 +33,21 @@ def _bind(port: int) -> socket.socket:
     return sock
 
 
+#: Kernel events the UI passes on to open pages (rare ones: not every step's).
+EVENTS = {"approval.requested": "approval", "approval.resolved": "approval", "dispatch.after": "dispatch"}
+FIELDS = ("agent_id", "session_id", "dispatch_id", "approval_id", "decision", "status")
+
+
 @define_service
 def service() -> dict[str, Any]:
+    hub = Hub()
+
+    def forward(event: str) -> Any:
+        def handler(input_data: dict[str, Any], output_data: Any) -> None:
+            hub.publish(event, {k: input_data[k] for k in FIELDS if k in input_data})
+
+        return handler
+
     async def start() -> None:
         import uvicorn
 
@@ -62,7 +70,7 @@ def service() -> dict[str, Any]:
             return
         port = sock.getsockname()[1]
         auth = Auth(load_secret(home / "ui.secret"), write_link(link_file, port))
-        ui = UI(service.kernel.call, os.environ["AOS_SOCKET"], port, auth)
+        ui = UI(service.kernel.call, os.environ["AOS_SOCKET"], port, auth, hub)
         server = uvicorn.Server(
             uvicorn.Config(
                 ui.app(), log_level="warning", access_log=False, lifespan="off", proxy_headers=False
@@ -78,4 +86,4 @@ def service() -> dict[str, Any]:
         finally:
             link_file.unlink(missing_ok=True)
 
-    return {"start": start}
+    return {"start": start, "hooks": {name: forward(event) for name, event in EVENTS.items()}}

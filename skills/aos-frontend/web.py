@@ -64,6 +64,28 @@ STATUS = {
 Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
+class Hub:
+    """Kernel events (approvals asked and answered, dispatches ended) fanned out to every open
+    page's ``/api/events`` stream."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        for q in self._queues:
+            if q.full():  # a page that stopped reading: it refreshes everything when it reconnects
+                q.get_nowait()
+            q.put_nowait((event, data))
+
+    def listen(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
+        q: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
+        self._queues.add(q)
+        return q
+
+    def leave(self, q: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
+        self._queues.discard(q)
+
+
 class Auth:
     """The one-time sign-in link, and the cookies it gives.
 
@@ -167,11 +189,12 @@ def _with_headers(resp: Response) -> Response:
 class UI:
     """The app and what it needs: the kernel connection, the socket to open streams on."""
 
-    def __init__(self, call: Call, socket_path: str, port: int, auth: Auth) -> None:
+    def __init__(self, call: Call, socket_path: str, port: int, auth: Auth, hub: Hub | None = None) -> None:
         self.call = call
         self.socket_path = socket_path
         self.port = port
         self.auth = auth
+        self.hub = hub or Hub()
 
     @property
     def origins(self) -> set[str]:
@@ -204,6 +227,7 @@ class UI:
             Route("/api/approvals/{aid}", self.resolve, methods=["POST"]),
             Route("/api/stream/{sid}", self.stream),
             Route("/api/overview", self.overview),
+            Route("/api/events", self.events),
             Route("/api/agents/{aid}", self.agent, methods=["GET", "PATCH"]),
             Route("/api/agents/{aid}/archive", self.archive, methods=["POST"]),
             Route("/api/usage", self.usage),
@@ -435,6 +459,33 @@ class UI:
                 }
             )
         return {"agents": out, "messages": messages[:30]}
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events for the whole page: ``approval`` when one is asked for or answered,
+        ``dispatch`` when one ends, and a ``heartbeat`` every 15 s. They say what changed; the
+        page reads the state again (and everything, after a reconnect)."""
+        if not self._authorized(request):
+            return JSONResponse({"error": "sign in with the link `aos ui` prints"}, status_code=401)
+        queue = self.hub.listen()
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    try:
+                        event, data = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    except TimeoutError:
+                        yield "event: heartbeat\ndata: {}\n\n"
+                        continue
+                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            finally:
+                self.hub.leave(queue)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
 
     async def stream(self, request: Request) -> Response:
         """Server-sent events: each fact of the session after ``Last-Event-ID`` (or ``?after=``),

@@ -419,7 +419,13 @@ $("interrupt").addEventListener("click", () => {
   if (state.session) api("POST", `/api/sessions/${encodeURIComponent(state.session)}/interrupt`).catch((e) => banner(e.message));
 });
 
-setInterval(refreshApprovals, 3000);
+// Kernel events (pushed by the service) say when approvals or dispatches change; a slow poll
+// covers anything missed while the events stream was down.
+const events = new EventSource("/api/events");
+events.addEventListener("open", () => { refreshApprovals(); refreshMission(); });
+events.addEventListener("approval", () => { refreshApprovals(); refreshMission(); });
+events.addEventListener("dispatch", () => { refreshMission(); if (!$("chat").hidden) loadSessions(); });
+setInterval(refreshApprovals, 30000);
 setInterval(refreshMission, 2000);
 refreshApprovals();
 loadAgents().catch((e) => banner(e.message));
