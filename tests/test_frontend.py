@@ -31,15 +31,30 @@ def model() -> Iterator[ScriptedModel]:
 @pytest.fixture
 def home(model: ScriptedModel) -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="aos-home-"))
+    write_config(d, model, 0)  # any free port: the service says which in run/ui.json
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def hold_commands(kernel: Any, reason: str = "a person decides") -> None:
+    """A guard (in the kernel's hook bus) that sends every command to a person."""
+    from aos.kernel.hooks import HookHandler
+
+    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        return {"verdict": "ask", "reason": reason}
+
+    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+
+
+def write_config(home: Path, model: ScriptedModel, port: int) -> None:
+    """The test home's aoscb.json: aos-frontend on ``port`` (0: any), the scripted model."""
     config = {
         "skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]},
-        "ui": {"port": 0},  # any free port: the service says which in run/ui.json
+        "ui": {"port": port},
         "model": "openai/scripted",
         "model_params": {"api_base": model.url, "api_key": "test-key"},
     }
-    (d / "aoscb.json").write_text(json.dumps(config))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    (home / "aoscb.json").write_text(json.dumps(config))
 
 
 async def link(kernel: Any, old: str | None = None) -> dict[str, Any]:
@@ -170,12 +185,7 @@ async def test_a_person_answers_an_approval_from_the_page(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
 ) -> None:
     client, _ = ui
-    from aos.kernel.hooks import HookHandler
-
-    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
-        return {"verdict": "ask", "reason": "a person decides"}
-
-    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    hold_commands(kernel)
     model.add({"bash": "echo approved-and-ran"}, {"text": "done"})
     agent = (await client.post("/api/agents", json={"name": "bo"})).json()
     sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
@@ -284,14 +294,8 @@ async def test_agents_skills_usage_and_the_log_through_the_api(
 async def test_pages_hear_of_approvals_and_ended_dispatches_as_they_happen(
     rpc: RpcConnection, kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
 ) -> None:
-    from aos.kernel.hooks import HookHandler
-
     client, _ = ui
-
-    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
-        return {"verdict": "ask", "reason": "a person decides"}
-
-    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    hold_commands(kernel)
     model.add({"bash": "echo ok"}, {"text": "done"})
     agent = (await client.post("/api/agents", json={"name": "cy"})).json()
     sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]

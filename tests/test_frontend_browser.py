@@ -4,7 +4,6 @@ browser). Skipped, saying why, where ``/usr/bin/chromium`` is missing (``.ci/run
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ import pytest
 from aos.skills.services import State
 from aos_sdk.testing import ScriptedModel
 
-from .test_frontend import link
+from .test_frontend import hold_commands, link, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -52,14 +51,7 @@ def model() -> Iterator[ScriptedModel]:
 @pytest.fixture
 def home(model: ScriptedModel) -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="aos-home-"))
-    config = {
-        "skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a"]},
-        # A fixed port, so the page finds the UI again after its service restarts.
-        "ui": {"port": free_port()},
-        "model": "openai/scripted",
-        "model_params": {"api_base": model.url, "api_key": "test-key"},
-    }
-    (d / "aoscb.json").write_text(json.dumps(config))
+    write_config(d, model, free_port())  # a fixed port: the page finds the UI after a restart
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -120,12 +112,7 @@ async def test_chat_in_the_page_shows_commands_and_runs_no_script_from_the_trans
 async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_waits(
     kernel: Any, model: ScriptedModel, page: Any
 ) -> None:
-    from aos.kernel.hooks import HookHandler
-
-    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
-        return {"verdict": "ask", "reason": "deploys need a person"}
-
-    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    hold_commands(kernel, "deploys need a person")
     model.add({"bash": "echo deployed"}, {"text": "shipped"})
     await start_chat(page, "bo")
     await page.get_by_label("Message").fill("deploy")
@@ -281,12 +268,7 @@ async def test_an_approval_answered_elsewhere_leaves_the_inbox_at_once(
     """The page polls approvals only every 30 s: seeing it within 5 s means the push works."""
     from playwright.async_api import expect
 
-    from aos.kernel.hooks import HookHandler
-
-    async def hold(_: dict[str, Any], out: dict[str, Any]) -> Any:
-        return {"verdict": "ask", "reason": "a person decides"}
-
-    kernel.kernel.hooks.register(HookHandler("tool.before", "test-guard", hold))
+    hold_commands(kernel)
     model.add({"bash": "echo ok"}, {"text": "done"})
     await start_chat(page, "ada")
     await page.get_by_label("Message").fill("go")
