@@ -319,3 +319,19 @@ async def test_pages_hear_of_approvals_and_ended_dispatches_as_they_happen(
     assert [e for e, _ in seen] == ["approval", "approval", "dispatch"]
     assert seen[0][1]["session_id"] == sid and seen[1][1]["decision"] == "approved"
     assert seen[2][1]["status"] == "done"
+
+
+async def test_the_ui_skill_is_not_in_agents_catalogs(
+    kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    """aos-frontend serves people: `aos-catalog: hidden` keeps it out of every system prompt."""
+    client, _ = ui
+    model.add({"text": "hi"})
+    agent = (await client.post("/api/agents", json={"name": "dee"})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    await client.post(f"/api/sessions/{sid}/messages", json={"text": "what skills do you have?"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    prompt = json.dumps(model.requests[0]["messages"])
+    assert "aos-context" in prompt and "aos-frontend" not in prompt
+    skills = {s["name"]: s for s in (await client.get(f"/api/skills?agent={agent['id']}")).json()["skills"]}
+    assert skills["aos-frontend"]["enabled"] is True, "hidden from agents, still on"

@@ -237,15 +237,20 @@ class Dispatcher:
         return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
 
     def catalog(self, agent: dict[str, Any], session: dict[str, Any]) -> list[dict[str, str]]:
-        """The skills enabled for this session: name, description, where its SKILL.md is."""
-        out = []
+        """The skills enabled for this session that agents see: name, description, where its
+        SKILL.md is. A skill whose SKILL.md says ``metadata: aos-catalog: hidden`` (one that
+        serves people or the kernel, such as the web UI) stays enabled but is left out."""
+        out, on_names = [], set()
         for sk in self.kernel.skills.all():
             on, _ = enabled(sk, self.kernel.config, agent["settings"], session["settings"])
-            if on:
+            if not on:
+                continue
+            on_names.add(sk.name)
+            if sk.metadata.get("aos-catalog") != "hidden":
                 out.append(
                     {"name": sk.name, "description": sk.description, "path": str(sk.path / "SKILL.md")}
                 )
-        self.kernel.enabled_cache[session["id"]] = {s["name"] for s in out}
+        self.kernel.enabled_cache[session["id"]] = on_names
         return out
 
     def _spec(
