@@ -335,3 +335,25 @@ async def test_the_ui_skill_is_not_in_agents_catalogs(
     assert "aos-context" in prompt and "aos-frontend" not in prompt
     skills = {s["name"]: s for s in (await client.get(f"/api/skills?agent={agent['id']}")).json()["skills"]}
     assert skills["aos-frontend"]["enabled"] is True, "hidden from agents, still on"
+
+
+async def test_fork_and_whole_outputs_through_the_api(
+    kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    client, _ = ui
+    model.add({"bash": "seq 1 20000"}, {"text": "counted"})
+    agent = (await client.post("/api/agents", json={"name": "eve"})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    await client.post(f"/api/sessions/{sid}/messages", json={"text": "count"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    facts = (await client.get(f"/api/sessions/{sid}/facts?tail=20")).json()["facts"]
+    result = next(f["body"] for f in facts if f["kind"] == "tool.result")
+    assert result["content_id"] and "\n10000\n" not in result["output"]
+    whole = (await client.get(f"/api/content/{result['content_id']}?agent={agent['id']}")).json()
+    assert whole["text"] == "".join(f"{i}\n" for i in range(1, 20001)) and whole["more"] is False
+    other = (await client.post("/api/agents", json={"name": "mal"})).json()
+    r = await client.get(f"/api/content/{result['content_id']}?agent={other['id']}")
+    assert r.status_code == 404, "content is scoped to its agent"
+    fork = (await client.post(f"/api/sessions/{sid}/fork", json={"at_seq": 2})).json()
+    copied = (await client.get(f"/api/sessions/{fork['id']}/facts?tail=20")).json()["facts"]
+    assert [f["seq"] for f in copied] == [1, 2] and fork["parent_id"] == sid

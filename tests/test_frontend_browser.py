@@ -280,3 +280,31 @@ async def test_an_approval_answered_elsewhere_leaves_the_inbox_at_once(
         "approval.resolve", {"approval": pending[0]["id"], "decision": "deny", "note": "from the CLI"}
     )
     await expect(badge).to_be_hidden(timeout=5000)
+
+
+async def test_fork_show_all_output_and_find_a_session(kernel: Any, model: ScriptedModel, page: Any) -> None:
+    from playwright.async_api import expect
+
+    model.add({"bash": "seq 1 20000"}, {"text": "counted"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("count")
+    await page.keyboard.press("Enter")
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    pre = page.locator(".card pre")
+    assert "\n10000\n" not in await pre.inner_text(), "the big output is folded"
+    # The whole output, fetched on demand from content.
+    await page.get_by_role("button", name="Show all output").click()
+    await expect(pre).to_contain_text("\n10000\n")
+    assert (await pre.inner_text()).strip().endswith("20000")
+    # Fork at the first message: a new session holding just that fact.
+    first = (await page.locator("#sessions button[aria-current]").inner_text()).split(" ")[0]
+    await page.get_by_role("button", name="Fork the session at fact 1").click()
+    await expect(page.locator("#sessions button")).to_have_count(2)
+    await expect(page.locator("#transcript li")).to_have_count(1)
+    await expect(page.locator("#transcript li.user")).to_contain_text("count")
+    forked = (await page.locator("#sessions button[aria-current]").inner_text()).split(" ")[0]
+    assert forked != first
+    # Find a session by part of its id.
+    await page.get_by_label("Find a session").fill(first[-6:])
+    await expect(page.locator("#sessions button")).to_have_count(1)
+    await expect(page.locator("#sessions button")).to_contain_text(first)

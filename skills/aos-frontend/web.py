@@ -223,6 +223,8 @@ class UI:
             Route("/api/sessions/{sid}/facts", self.facts),
             Route("/api/sessions/{sid}/messages", self.message, methods=["POST"]),
             Route("/api/sessions/{sid}/interrupt", self.interrupt, methods=["POST"]),
+            Route("/api/sessions/{sid}/fork", self.fork, methods=["POST"]),
+            Route("/api/content/{cid}", self.content),
             Route("/api/approvals", self.approvals),
             Route("/api/approvals/{aid}", self.resolve, methods=["POST"]),
             Route("/api/stream/{sid}", self.stream),
@@ -325,6 +327,26 @@ class UI:
 
     async def interrupt(self, request: Request) -> Response:
         return await self._kernel(request, "session.interrupt", {"session": request.path_params["sid"]})
+
+    async def fork(self, request: Request) -> Response:
+        """A new session whose history is this one's up to ``at_seq``."""
+        b = await self._body(request)
+        params: dict[str, Any] = {"session": request.path_params["sid"]}
+        if isinstance(b.get("at_seq"), int):
+            params["at_seq"] = b["at_seq"]
+        return await self._kernel(request, "session.fork", params)
+
+    async def content(self, request: Request) -> Response:
+        """A command's whole output, kept as content (``?agent=`` whose it is; ``?offset=&limit=``
+        lines)."""
+        q = request.query_params
+        params: dict[str, Any] = {"content_id": request.path_params["cid"], "limit": 100000}
+        if q.get("agent"):
+            params["agent"] = q["agent"]
+        for key in ("offset", "limit"):
+            if q.get(key, "").isdigit():
+                params[key] = int(q[key])
+        return await self._kernel(request, "content.read", params)
 
     async def approvals(self, request: Request) -> Response:
         return await self._kernel(request, "approval.list", {})

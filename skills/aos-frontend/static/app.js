@@ -63,7 +63,9 @@ async function loadSessions(select) {
   const list = $("sessions");
   if (!state.agent) { list.replaceChildren(); return; }
   const { sessions } = await api("GET", `/api/sessions?agent=${encodeURIComponent(state.agent)}`);
-  list.replaceChildren(...sessions.map((s) => {
+  const find = $("session-search").value.trim().toLowerCase();
+  const shown = find ? sessions.filter((s) => `${s.title || ""} ${s.id}`.toLowerCase().includes(find)) : sessions;
+  list.replaceChildren(...shown.map((s) => {
     const label = `${s.title || s.id} · ${s.phase}`;
     const b = el("button", { type: "button", text: label, onclick: () => openSession(s.id) });
     if (s.id === state.session) b.setAttribute("aria-current", "true");
@@ -92,6 +94,16 @@ function card(callId, command) {
   return c;
 }
 
+function forkButton(seq) {
+  return el("button", { type: "button", class: "fork", text: "Fork from here", "aria-label": `Fork the session at fact ${seq}`,
+    onclick: async () => {
+      try {
+        const s = await api("POST", `/api/sessions/${encodeURIComponent(state.session)}/fork`, { at_seq: seq });
+        await loadSessions(s.id);
+      } catch (e) { banner(e.message); }
+    } });
+}
+
 function approvalItem(a, onDone) {
   const note = el("input", { "aria-label": "Note (optional)", placeholder: "note (optional)" });
   const decide = (decision) => async () => {
@@ -113,7 +125,7 @@ function render(f, before) {
   const t = before ? { append: (node) => $("transcript").insertBefore(node, before) } : $("transcript");
   const b = f.body || {};
   if (f.kind === "message" && f.role === "user") {
-    t.append(el("li", { class: "user", text: b.text ?? JSON.stringify(b) }));
+    t.append(el("li", { class: "user" }, el("div", { text: b.text ?? JSON.stringify(b) }), forkButton(f.seq)));
   } else if (f.kind === "message" && f.role === "assistant") {
     if (b.text) t.append(el("li", { class: "assistant" }, markdown(b.text), usageLine(f.meta)));
     else if (f.meta && f.meta.usage) t.append(el("li", { class: "end" }, usageLine(f.meta)));
@@ -128,8 +140,22 @@ function render(f, before) {
     if (b.truncated) bits.push("output truncated");
     meta.textContent = bits.join(" · ");
     if (b.outcome !== "ok" || (b.exit_code && b.exit_code !== 0)) c.classList.add("failed");
-    const out = el("details", { open: "" }, el("summary", { text: "output" }), el("pre", { text: b.output || "" }));
+    const pre = el("pre", { text: b.output || "" });
+    const out = el("details", { open: "" }, el("summary", { text: "output" }), pre);
+    if (b.content_id && (b.folded || b.truncated)) {
+      // The whole output was kept as content: fetch it when asked.
+      const all = el("button", { type: "button", text: "Show all output" });
+      all.addEventListener("click", async () => {
+        try {
+          const r = await api("GET", `/api/content/${encodeURIComponent(b.content_id)}?agent=${encodeURIComponent(state.agent || "")}`);
+          pre.textContent = r.text;
+          all.remove();
+        } catch (e) { banner(e.message); }
+      });
+      out.append(all);
+    }
     c.insertBefore(out, meta);
+    c.append(forkButton(f.seq));
   } else if (f.kind === "approval.requested") {
     t.append(approvalItem(b));
   } else if (f.kind === "approval.resolved") {
@@ -397,6 +423,7 @@ $("agent-form").addEventListener("submit", async (e) => {
     await loadAgents(agent.id);
   } catch (err) { banner(err.message); }
 });
+$("session-search").addEventListener("input", () => loadSessions().catch((e) => banner(e.message)));
 $("new-session").addEventListener("click", async () => {
   if (!state.agent) { banner("Create an agent first."); return; }
   try {
