@@ -112,6 +112,8 @@ async def test_chat_in_the_page_shows_commands_and_runs_no_script_from_the_trans
 async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_waits(
     kernel: Any, model: ScriptedModel, page: Any
 ) -> None:
+    from playwright.async_api import expect
+
     hold_commands(kernel, "deploys need a person")
     model.add({"bash": "echo deployed"}, {"text": "shipped"})
     await start_chat(page, "bo")
@@ -119,6 +121,13 @@ async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_w
     await page.keyboard.press("Enter")
     badge = page.locator("#badge")
     await badge.filter(has_text="1").wait_for()
+    # Asked while the person watches: a modal dialog, focus in it. "Later" leaves it pending.
+    dialog = page.get_by_role("dialog", name="A command waits for you")
+    await dialog.wait_for()
+    await expect(dialog.get_by_role("button", name="Approve")).to_be_focused()
+    await dialog.get_by_role("button", name="Later").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.get_by_label("Message")).to_be_focused()  # focus back where it was
     await page.get_by_role("button", name="Approvals").click()
     from playwright.async_api import expect
 
@@ -280,6 +289,28 @@ async def test_an_approval_answered_elsewhere_leaves_the_inbox_at_once(
         "approval.resolve", {"approval": pending[0]["id"], "decision": "deny", "note": "from the CLI"}
     )
     await expect(badge).to_be_hidden(timeout=5000)
+    await expect(page.get_by_role("dialog")).to_be_hidden()  # answered elsewhere: the dialog goes
+
+
+async def test_the_approval_dialog_is_answered_from_the_keyboard(
+    kernel: Any, model: ScriptedModel, page: Any, rpc: Any
+) -> None:
+    from playwright.async_api import expect
+
+    hold_commands(kernel)
+    model.add({"bash": "echo approved"}, {"text": "done"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("go")
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="A command waits for you")
+    await dialog.wait_for()
+    await expect(dialog.locator("pre")).to_have_text("echo approved")
+    await page.keyboard.press("Enter")  # focus starts on Approve
+    await expect(dialog).to_be_hidden()
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    assert await page.locator(".card pre").inner_text() == "approved\n"
+    decided = (await rpc.call("approval.list", {"status": "approved"}))["approvals"]
+    assert [a["command"] for a in decided] == ["echo approved"]
 
 
 async def test_fork_show_all_output_and_find_a_session(kernel: Any, model: ScriptedModel, page: Any) -> None:

@@ -120,7 +120,7 @@ function approvalItem(a, onDone) {
     el("button", { type: "button", text: "Deny", onclick: decide("deny") }));
 }
 
-function render(f, before) {
+function render(f, before, live = false) {
   // ``before``: an older page's facts go above what is shown (in order, before that node).
   const t = before ? { append: (node) => $("transcript").insertBefore(node, before) } : $("transcript");
   const b = f.body || {};
@@ -158,7 +158,9 @@ function render(f, before) {
     c.append(forkButton(f.seq));
   } else if (f.kind === "approval.requested") {
     t.append(approvalItem(b));
+    if (live) askNow(b);
   } else if (f.kind === "approval.resolved") {
+    closeAsk(b.approval_id);
     t.append(el("li", { class: "end", text: `approval ${b.decision} by ${b.by}${b.note ? `: ${b.note}` : ""}` }));
   } else if (f.kind === "dispatch.end") {
     const u = b.usage || {};
@@ -172,10 +174,40 @@ function render(f, before) {
   if (!before) $("transcript").scrollTop = $("transcript").scrollHeight;
 }
 
-function accept(f) {
+function accept(f, live = false) {
   if (f.seq <= state.lastSeq) return; // seen already (a replay after a reconnect)
   state.lastSeq = f.seq;
-  render(f);
+  render(f, undefined, live);
+}
+
+function closeAsk(approvalId) {
+  const dialog = $("ask");
+  if (dialog.open && dialog.dataset.approval === approvalId) dialog.close(); // answered elsewhere
+}
+
+// An approval asked for in the session on screen, while the person watches, opens a modal
+// dialog: focus moves into it (the browser keeps it there), Escape or "Later" closes it and
+// leaves the approval pending, and focus goes back to where it was.
+async function askNow(a) {
+  const dialog = $("ask");
+  if (dialog.open) return; // one at a time; the rest wait in the inbox
+  $("ask-reason").textContent = `${a.skill || "a guard"}: ${a.reason || ""}`;
+  $("ask-command").textContent = a.command;
+  $("ask-note").value = "";
+  dialog.dataset.approval = a.approval_id;
+  const before = document.activeElement;
+  const decide = (decision) => async () => {
+    dialog.close();
+    try { await api("POST", `/api/approvals/${a.approval_id}`, { decision, note: $("ask-note").value || undefined }); }
+    catch (e) { banner(e.message); }
+    refreshApprovals();
+  };
+  $("ask-approve").onclick = decide("approve");
+  $("ask-deny").onclick = decide("deny");
+  $("ask-later").onclick = () => dialog.close();
+  dialog.addEventListener("close", () => { if (before && before.focus) before.focus(); }, { once: true });
+  dialog.showModal();
+  $("ask-approve").focus();
 }
 
 // Older facts, a page at a time, above what is shown; the scroll position stays where it was.
@@ -206,7 +238,7 @@ function connect() {
   es.addEventListener("fact", (e) => {
     state.lastEvent = Date.now();
     const f = JSON.parse(e.data);
-    accept(f);
+    accept(f, true);
     if (f.kind === "dispatch.end") loadSessions(); // its phase changed
   });
   es.addEventListener("heartbeat", () => { state.lastEvent = Date.now(); });
@@ -450,7 +482,12 @@ $("interrupt").addEventListener("click", () => {
 // covers anything missed while the events stream was down.
 const events = new EventSource("/api/events");
 events.addEventListener("open", () => { refreshApprovals(); refreshMission(); });
-events.addEventListener("approval", () => { refreshApprovals(); refreshMission(); });
+events.addEventListener("approval", (e) => {
+  const data = JSON.parse(e.data);
+  if (data.decision) closeAsk(data.approval_id);
+  refreshApprovals();
+  refreshMission();
+});
 events.addEventListener("dispatch", () => { refreshMission(); if (!$("chat").hidden) loadSessions(); });
 setInterval(refreshApprovals, 30000);
 setInterval(refreshMission, 2000);
