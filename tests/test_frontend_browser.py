@@ -209,7 +209,9 @@ async def test_agents_skills_and_usage_pages(kernel: Any, model: ScriptedModel, 
     await page.get_by_role("button", name="Skills").click()
     box = page.get_by_label("aos-context enabled for this agent")
     await expect(box).to_be_checked()
-    await box.uncheck()
+    async with page.expect_response(lambda r: r.url.endswith("/api/skills/aos-context")) as answer:
+        await box.uncheck()
+    assert (await answer.value).ok
     await expect(box).not_to_be_checked()
     skills = (await rpc.call("skill.list", {"agent": "ada"}))["skills"]
     assert next(s for s in skills if s["name"] == "aos-context")["enabled"] is False
