@@ -3,7 +3,7 @@ drives a whole daemon the same way).
 
 A daemon in a temporary ``AOS_HOME`` with the built-in skills, the scripted model, and Debian's
 Chromium through Playwright: a chat with one command, then a guarded command waiting in the
-approvals inbox, then mission control::
+approvals inbox, then mission control, the agents, skills and usage pages::
 
     uv run python bench/ui_screenshots.py [--out docs]
 """
@@ -83,6 +83,10 @@ def main() -> None:
             page.get_by_label("Message").fill("Push the branch.")
             page.keyboard.press("Enter")
             page.locator("#badge").filter(has_text="1").wait_for()
+            dialog = page.get_by_role("dialog")
+            dialog.wait_for()
+            page.screenshot(path=str(out / "ui-dialog.png"))
+            dialog.get_by_role("button", name="Later").click()
             page.get_by_role("button", name="Approvals").click()
             page.locator("#approval-list li").first.wait_for()
             page.screenshot(path=str(out / "ui-approvals.png"))
@@ -108,8 +112,13 @@ def main() -> None:
             page.locator("#a2a-feed li").first.wait_for()
             page.locator(".agent-card.waiting").wait_for()
             page.screenshot(path=str(out / "ui-mission.png"))
+            shown = {"Agents": "#edit-agent option", "Skills": "#skill-rows tr", "Usage": "#log-rows tr"}
+            for name, selector in shown.items():
+                page.get_by_role("button", name=name, exact=True).click()
+                page.locator(selector).first.wait_for(state="attached")
+                page.screenshot(path=str(out / f"ui-{name.lower()}.png"))
             browser.close()
-        print(f"wrote ui-chat.png, ui-approvals.png and ui-mission.png in {out}")
+        print(f"wrote ui-{{chat,dialog,approvals,mission,agents,skills,usage}}.png in {out}")
     finally:
         subprocess.run([*aos, "stop"], env=env, capture_output=True)
         model.send_signal(signal.SIGINT)

@@ -357,3 +357,59 @@ async def test_fork_and_whole_outputs_through_the_api(
     fork = (await client.post(f"/api/sessions/{sid}/fork", json={"at_seq": 2})).json()
     copied = (await client.get(f"/api/sessions/{fork['id']}/facts?tail=20")).json()["facts"]
     assert [f["seq"] for f in copied] == [1, 2] and fork["parent_id"] == sid
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap: apt-get install bubblewrap")
+async def test_an_agent_cannot_sign_in_to_the_ui_or_answer_its_own_approval(
+    kernel: Any, model: ScriptedModel, ui: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The agent's bash shares the network (127.0.0.1) with the UI: it can knock, and gets nothing.
+    It cannot read the sign-in link or the cookie secret, and without them every API call, every
+    token guess and the approval it waits on are refused."""
+    client, origin = ui
+    hold_commands(kernel)
+    home = kernel.paths.home
+    probe = f"""
+for f in {home}/run/ui.json {home}/ui.secret /run/aos/ui.json; do cat "$f" 2>&1 | head -c 200; echo; done
+python3 - <<'PY'
+import json, urllib.request, urllib.error
+def ask(path, method="GET", body=None):
+    req = urllib.request.Request("{origin}" + path, method=method, data=body,
+        headers={{"Origin": "{origin}", "Content-Type": "application/json"}})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        e.close()
+        return e.code
+print("agents", ask("/api/agents"))
+print("guess", ask("/?token=guess"))
+for a in ["pending"]:
+    print("approve", ask("/api/approvals/ap_x", "POST", json.dumps({{"decision": "approve"}}).encode()))
+print("events", ask("/api/events"))
+PY
+"""
+    model.add({"bash": "echo first"}, {"bash": probe}, {"text": "done"})
+    agent = (await client.post("/api/agents", json={"name": "eve"})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
+    # The first command waits for a person; the person approves it, and the probe runs next.
+    for _ in range(200):
+        pending = (await client.get("/api/approvals")).json()["approvals"]
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve"})
+    for _ in range(200):
+        pending = (await client.get("/api/approvals")).json()["approvals"]
+        if pending and pending[0]["command"] == probe:
+            break
+        await asyncio.sleep(0.05)
+    await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+    facts = (await client.get(f"/api/sessions/{sid}/facts?tail=50")).json()["facts"]
+    out = [f["body"]["output"] for f in facts if f["kind"] == "tool.result"][-1]
+    link = json.loads((home / "run" / "ui.json").read_text())["link"]
+    assert link.split("token=")[1] not in out and "link" not in out, out
+    assert out.count("No such file or directory") == 3, out
+    assert "agents 401" in out and "guess 401" in out and "approve 401" in out and "events 401" in out, out
