@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,10 +39,9 @@ from typing import Any
 
 import psycopg
 
-from _harness import pct
+from _harness import aos_daemon, pct, scripted_model
 from aos.db.embedded import EmbeddedPostgres
 from aos_sdk.syncclient import SyncClient
-from react_bench import free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -275,27 +274,14 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="aos-peers-"))
     pg = EmbeddedPostgres(base / "pg", base / "pg.log")
     pg.start()
-    port = free_port()
-    model = subprocess.Popen(
-        [sys.executable, "-m", "aos_sdk.testing", "--react-loop", "true", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert model.stdout is not None
-    model.stdout.readline()  # "scripted model on …": it serves
-    api_base = f"http://127.0.0.1:{port}/v1"
     home = base / "home"
-    env = {
-        **os.environ,
-        "AOS_HOME": str(home),
-        "AOS_DB_URL": pg.dsn("aos"),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
+    stack = contextlib.ExitStack()
     try:
+        api_base = stack.enter_context(scripted_model("--react-loop", "true"))
         with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
             c.execute("CREATE DATABASE aos")
             c.execute("CREATE DATABASE lg")
-        subprocess.run([sys.executable, "-m", "aos", "start"], env=env, check=True, capture_output=True)
+        stack.enter_context(aos_daemon(home, AOS_DB_URL=pg.dsn("aos")))
         daemon_pid = int((home / "run" / "aos.pid").read_text().split()[0])
         sock = home / "run" / "kernel.sock"
         client = SyncClient(sock, timeout=60)
@@ -442,9 +428,7 @@ def main() -> None:
             levels = [int(x) for x in args.concurrency.split(",")]
             asyncio.run(concurrency(levels, args.per_session, sock, agent["id"], lg_dsn, api_base, workspace))
     finally:
-        subprocess.run([sys.executable, "-m", "aos", "stop"], env=env, capture_output=True)
-        model.send_signal(signal.SIGINT)
-        model.wait(10)
+        stack.close()  # the daemon, then the model
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aos.skills.services import State
+from aos.skills.supervisor import State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
@@ -59,18 +59,48 @@ def write_config(home: Path, model: ScriptedModel, port: int) -> None:
 
 async def link(kernel: Any, old: str | None = None) -> dict[str, Any]:
     """What run/ui.json says once the UI serves (and, with ``old``, once its link changed)."""
+    from watchfiles import awatch
+
     runner = kernel.kernel.services.runners["aos-frontend"]
     await asyncio.wait_for(runner.wait_state(State.RUNNING), 30)
     path = kernel.paths.run / "ui.json"
-    for _ in range(300):
+
+    def current() -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
-            if data.get("link") != old:
-                return data
         except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        await asyncio.sleep(0.05)  # the service writes the file after binding its port
-    raise AssertionError(f"{path} was not written")
+            return None
+        return data if data.get("link") != old else None
+
+    async def written() -> dict[str, Any]:
+        # The service writes the file after binding its port: watch the folder, then read again.
+        async for _ in awatch(path.parent, debounce=10, step=10):
+            if (data := current()) is not None:
+                return data
+        raise AssertionError("unreachable")
+
+    now = current()
+    return now if now is not None else await asyncio.wait_for(written(), 30)
+
+
+async def next_fact(
+    client: httpx.AsyncClient, sid: str, kind: str, where: Any = None, after: int = 0
+) -> dict[str, Any]:
+    """The first fact of ``kind`` (matching ``where``) after seq ``after``, as the page's stream
+    delivers it: the stream replays from ``after``, so a fact written before the call is found."""
+    async with client.stream("GET", f"/api/stream/{sid}?after={after}") as resp:
+        event: dict[str, str] = {}
+        async for line in resp.aiter_lines():
+            if line:
+                key, _, value = line.partition(": ")
+                event[key] = value
+                continue
+            if event.get("event") == "fact":
+                fact: dict[str, Any] = json.loads(event["data"])
+                if fact["kind"] == kind and (where is None or where(fact)):
+                    return fact
+            event = {}
+    raise AssertionError(f"the stream of {sid} ended before a {kind} fact")
 
 
 @pytest.fixture
@@ -190,19 +220,10 @@ async def test_a_person_answers_an_approval_from_the_page(
     agent = (await client.post("/api/agents", json={"name": "bo"})).json()
     sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
-    pending: list[dict[str, Any]] = []
-    for _ in range(200):
-        pending = (await client.get("/api/approvals")).json()["approvals"]
-        if pending:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(next_fact(client, sid, "approval.requested"), 30)  # its row comes first
+    pending = (await client.get("/api/approvals")).json()["approvals"]
     assert len(pending) == 1 and pending[0]["command"] == "echo approved-and-ran"
-    overview: dict[str, Any] = {}
-    for _ in range(100):  # the approval's row comes before its fact
-        overview = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
-        if overview["bo"]["command"]:
-            break
-        await asyncio.sleep(0.05)
+    overview = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
     assert overview["bo"]["state"] == "waiting" and overview["bo"]["command"] == "echo approved-and-ran"
     r = await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve", "note": "ok"})
     assert r.status_code == 200 and r.json()["status"] == "approved"
@@ -230,12 +251,8 @@ async def test_mission_control_shows_who_works_on_what_and_their_messages(
     await client.post(f"/api/sessions/{busy}/messages", json={"text": "wait for it"})
     message = {"id": "m1", "from": "bo", "to": ["ada"], "text": "<b>hi</b> ada", "mode": "notify"}
     await rpc.call("session.append", {"session": quiet, "kind": "a2a.sent", "body": message})
-    seen: dict[str, Any] = {}
-    for _ in range(200):  # until the command is running
-        seen = (await client.get("/api/overview")).json()
-        if any(a["command"] for a in seen["agents"]):
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(next_fact(client, busy, "tool.started"), 30)  # the command runs now
+    seen = (await client.get("/api/overview")).json()
     by_name = {a["name"]: a for a in seen["agents"]}
     assert by_name["ada"]["state"] == "working" and by_name["ada"]["command"] == f"cat {fifo}"
     assert by_name["ada"]["session"] == busy and by_name["ada"]["calls_today"] == 1
@@ -394,18 +411,11 @@ PY
     sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
     # The first command waits for a person; the person approves it, and the probe runs next.
-    for _ in range(200):
-        pending = (await client.get("/api/approvals")).json()["approvals"]
-        if pending:
-            break
-        await asyncio.sleep(0.05)
-    await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve"})
-    for _ in range(200):
-        pending = (await client.get("/api/approvals")).json()["approvals"]
-        if pending and pending[0]["command"] == probe:
-            break
-        await asyncio.sleep(0.05)
-    await client.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve"})
+    for command in ("echo first", probe):
+        asked = await asyncio.wait_for(
+            next_fact(client, sid, "approval.requested", lambda f, c=command: f["body"]["command"] == c), 30
+        )
+        await client.post(f"/api/approvals/{asked['body']['approval_id']}", json={"decision": "approve"})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
     facts = (await client.get(f"/api/sessions/{sid}/facts?tail=50")).json()["facts"]
     out = [f["body"]["output"] for f in facts if f["kind"] == "tool.result"][-1]

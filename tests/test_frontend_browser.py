@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aos.skills.services import State
+from aos.skills.supervisor import State
 from aos_sdk.testing import ScriptedModel
 
 from .test_frontend import hold_commands, link, write_config
@@ -256,7 +256,7 @@ async def test_no_page_has_a_serious_accessibility_violation(
     kernel: Any, model: ScriptedModel, page: Any
 ) -> None:
     """axe-core (the engine behind Lighthouse's accessibility audit) on every page."""
-    from axe_playwright_python.async_playwright import Axe
+    from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
 
     model.add({"bash": "echo hi", "text": "checking"}, {"text": "done"})
     await start_chat(page, "ada")
