@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -180,13 +181,22 @@ async def test_history_list_gives_facts_in_the_shape_of_history_get(kernel: Any)
     async with open_connection(kernel.paths.kernel_sock) as c:
         agent = await c.call("agent.create", {"name": "shape"})
         sid = (await c.call("session.create", {"agent": agent["id"]}))["id"]
-        for i in range(3):
+        # PostgreSQL spells each fact's JSON itself: quotes, escapes, bare values and nulls too.
+        bodies = [{"n": 0, "é": "ü"}, {"q": 'say "hi"\n\\ \t'}, "a bare string", [1, None, 2.5]]
+        for i, body in enumerate(bodies):
             await c.call(
                 "session.append",
-                {"session": sid, "kind": "note", "body": {"n": i, "é": "ü"}, "meta": {"m": [i]}},
+                {
+                    "session": sid,
+                    "kind": "note",
+                    "body": body,
+                    "meta": {"m": [i]} if i % 2 else None,
+                    "idempotency_key": f'key "{i}"',
+                },
             )
         listed = (await c.call("history.list", {"session": sid}))["facts"]
-        assert [f["seq"] for f in listed] == [1, 2, 3]
+        assert [f["seq"] for f in listed] == [1, 2, 3, 4]
+        assert [f["body"] for f in listed] == bodies
         for f in listed:
             assert m.Fact.model_validate(f).model_dump(mode="json") == f
             assert await c.call("history.get", {"session": sid, "seq": f["seq"]}) == f
@@ -210,3 +220,49 @@ async def test_no_fact_is_stored_for_a_session_that_does_not_exist(kernel: Any) 
             "SELECT count(*) FROM history WHERE session_id NOT IN (SELECT id FROM sessions)"
         )
         assert orphans.fetchone() == (0,)
+
+
+async def test_facts_written_before_the_json_migration_read_back_unchanged(pg: Any) -> None:
+    """A database from before migration 0005 (jsonb history) upgrades in place: its facts are
+    listed exactly as written, and new facts follow them."""
+    from aos.db.base import migrations
+    from aos.db.store import Store
+
+    name = f"up{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, mname, sql in migrations():
+            if version < 5:
+                conn.execute(sql.encode())
+                conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, mname))
+        conn.execute("INSERT INTO agents (id, name) VALUES ('ag_old', 'old')")
+        conn.execute("INSERT INTO sessions (id, agent_id) VALUES ('se_old', 'ag_old')")
+        conn.execute(
+            "INSERT INTO history (session_id, seq, epoch, kind, role, body, meta, idempotency_key)"
+            " VALUES ('se_old', NULL, NULL, 'message', 'user', %s, %s, 'k1')",
+            ('{"text": "written under jsonb", "n": [1, 2]}', '{"usage": {"model": "m"}}'),
+        )
+    async with Store.open(pg.dsn(name), min_size=1, max_size=2) as store:
+        assert 5 in await store.migrate()
+        await store.append(
+            "se_old",
+            epoch=None,
+            kind="note",
+            role=None,
+            body={"after": True},
+            meta=None,
+            idempotency_key="k2",
+        )
+        text, more = await store.list_history_json("se_old")
+        assert more is None
+        facts = orjson.loads(text)
+        assert [(f["seq"], f["body"]) for f in facts] == [
+            (1, {"text": "written under jsonb", "n": [1, 2]}),
+            (2, {"after": True}),
+        ]
+        assert facts[0]["meta"] == {"usage": {"model": "m"}}

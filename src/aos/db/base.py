@@ -20,7 +20,7 @@ import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg.types.json import Json, set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from aos_sdk.errors import (
@@ -104,8 +104,8 @@ def _append_params(row: dict[str, Any]) -> tuple[Any, ...]:
         row["epoch"],
         row["kind"],
         row["role"],
-        Jsonb(row["body"]),
-        None if row["meta"] is None else Jsonb(row["meta"]),
+        Json(row["body"]),
+        None if row["meta"] is None else Json(row["meta"]),
         row["idempotency_key"],
     )
 
@@ -133,13 +133,18 @@ async def _in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 # A fact as the JSON text history.list sends (Fact's shape, times as pydantic writes them), built
-# by PostgreSQL: the kernel passes it through without parsing or re-encoding anything.
+# by PostgreSQL: the kernel passes it through without parsing or re-encoding anything. Spelt out
+# by concatenation rather than json_build_object: body and meta are json (migration 0005), so
+# they go in as the text they are, and nothing builds an object only to print it.
 _FACT_JSON = (
-    "json_build_object('session_id', session_id, 'seq', seq, 'epoch', epoch, 'kind', kind,"
-    " 'role', role, 'body', body, 'meta', meta, 'idempotency_key', idempotency_key,"
-    " 'created_at', to_char(created_at AT TIME ZONE 'UTC', CASE WHEN date_part('microseconds',"
-    ' created_at)::bigint %% 1000000 = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\''
-    ' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END))::text'
+    "'{\"session_id\":' || to_json(session_id)::text || ',\"seq\":' || seq"
+    " || ',\"epoch\":' || epoch || ',\"kind\":' || to_json(kind)::text"
+    " || ',\"role\":' || coalesce(to_json(role)::text, 'null') || ',\"body\":' || body::text"
+    " || ',\"meta\":' || coalesce(meta::text, 'null')"
+    " || ',\"idempotency_key\":' || to_json(idempotency_key)::text"
+    " || ',\"created_at\":\"' || to_char(created_at AT TIME ZONE 'UTC', CASE WHEN"
+    " date_part('microseconds', created_at)::bigint %% 1000000 = 0 THEN 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
+    ' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END) || \'"}\''
 )
 
 
@@ -185,10 +190,10 @@ _APPEND_SQL = (
 # Rows keep their arrival order (i), so facts of one session are numbered in that order.
 _APPEND_BATCH_SQL = (
     "INSERT INTO history (session_id, seq, epoch, kind, role, body, meta, idempotency_key)"
-    " SELECT x.session_id, NULL, x.epoch, x.kind, x.role, coalesce(x.body, 'null'::jsonb), x.meta,"
+    " SELECT x.session_id, NULL, x.epoch, x.kind, x.role, coalesce(x.body, 'null'::json), x.meta,"
     " x.idempotency_key"
-    " FROM jsonb_to_recordset(%s) AS x(i int, session_id text, epoch bigint, kind text, role text,"
-    " body jsonb, meta jsonb, idempotency_key text)"
+    " FROM json_to_recordset(%s) AS x(i int, session_id text, epoch bigint, kind text, role text,"
+    " body json, meta json, idempotency_key text)"
     " ORDER BY x.i"
     " RETURNING session_id, idempotency_key, seq, epoch, created_at"
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from aos_sdk.errors import (
     AosError,
@@ -100,7 +100,7 @@ class HistoryStore(StoreBase):
         if len(batch) > 1:
             rows = [{"i": i, **p.row} for i, p in enumerate(batch)]
             try:
-                cur = await conn.execute(_APPEND_BATCH_SQL, (Jsonb(rows),))
+                cur = await conn.execute(_APPEND_BATCH_SQL, (Json(rows),))
                 out = {(r["session_id"], r["idempotency_key"]): r for r in await cur.fetchall()}
             except psycopg.Error:
                 out = {}  # something in the batch was refused: answer each append on its own
@@ -173,11 +173,12 @@ class HistoryStore(StoreBase):
         a Python object per fact.
         """
         where, params = _history_range(session_id, after_seq, upto_seq, kinds, limit + 1)
+        # The page is cut first and its facts printed after, so the sort never carries their text.
         sql = (
-            "SELECT coalesce(string_agg(j, ',' ORDER BY seq) FILTER (WHERE rn <= %s), ''),"
+            f"SELECT coalesce(string_agg({_FACT_JSON}, ',' ORDER BY seq) FILTER (WHERE rn <= %s), ''),"
             " max(seq) FILTER (WHERE rn <= %s), count(*)"
-            f" FROM (SELECT seq, {_FACT_JSON} AS j, row_number() OVER (ORDER BY seq) AS rn"
-            f" FROM history WHERE {where} ORDER BY seq LIMIT %s) page"
+            " FROM (SELECT *, row_number() OVER (ORDER BY seq) AS rn"
+            f" FROM history WHERE {where} ORDER BY seq LIMIT %s) history"
         )
         with _translate():
             async with self.pool.connection() as conn:
