@@ -268,7 +268,7 @@ async def approval_list(k: Kernel, ctx: CallContext, p: m.ApprovalList) -> m.App
 
 
 async def approval_resolve(k: Kernel, ctx: CallContext, p: m.ApprovalResolve) -> m.Approval:
-    row = await k.dispatcher.resolve(p.approval, p.decision, ctx.caller.actor, p.note)
+    row = await k.dispatcher.approvals.resolve(p.approval, p.decision, ctx.caller.actor, p.note)
     return m.Approval.model_validate(row)
 
 
@@ -409,7 +409,7 @@ async def _toggle(k: Kernel, p: m.SkillRef, on: bool) -> m.SkillToggled:
         session = await k.store.get_session(p.session)
         session = await k.store.update_session_settings(session["id"], flip(session["settings"]))
         agent = await k.store.get_agent(session["agent_id"])
-        k.dispatcher.catalog(agent, session)  # refresh which skills' hooks and commands apply now
+        k.dispatcher.specs.catalog(agent, session)  # refresh which skills' hooks and commands apply now
         return m.SkillToggled(skill=sk.name, scope="session", target=session["id"], enabled=on)
     agent = await k.store.get_agent(str(p.agent))
     await k.store.update_agent(agent["id"], {"settings": flip(agent["settings"])}, None)

@@ -8,9 +8,10 @@ exception carrying its reason (:class:`Stop`), caught in one place, :meth:`ReAct
 
 The unit stands on narrow parts: the model client (:func:`aos.loop.model.complete`), the
 :class:`~aos.loop.journal.Journal` it writes facts through (epoch-fenced, idempotent, in order),
-the :class:`~aos.loop.shell.Shell` its commands run in, and the hook bus. The dispatcher that
-launches it gives it approvals (asking a human), the end of a dispatch in one commit, and the
-session's services to wait for.
+the :class:`~aos.loop.context.Context` it assembles the model's input with, its
+:class:`~aos.loop.tools.ToolCalls` (each call from its hooks to its result, in the
+:class:`~aos.loop.shell.Shell` its commands run in), and the hook bus. The dispatcher that
+launches it gives it the end of a dispatch in one commit and the session's services to wait for.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from ..kernel.hooks import Ask, HookError, Reject
 from ..logs import get_logger
 from .context import Context, InvalidContext
 from .journal import Journal
-from .model import BASH_TOOL, ModelError, ToolCall, complete
+from .model import BASH_TOOL, ModelError, complete
 from .shell import Shell
-from .spec import UnitSpec, Usage
+from .spec import Stop, UnitSpec, Usage
+from .tools import ToolCalls, result_body
 
 if TYPE_CHECKING:
     from ..kernel.dispatch import Dispatcher
@@ -36,16 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["ReActUnit", "Stop", "UnitSpec", "result_body"]
 
 log = get_logger("aos.react")
-
-
-class Stop(Exception):
-    """Ends the loop: ``status`` goes into the dispatch row and the ``dispatch.end`` fact."""
-
-    def __init__(self, status: str, reason: str = "", **details: Any) -> None:
-        super().__init__(reason or status)
-        self.status = status
-        self.reason = reason
-        self.details = details
 
 
 @dataclass
@@ -56,7 +48,6 @@ class ReActUnit:
     interrupt_cause: str = "user"
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
     usage: Usage = field(default_factory=Usage)
-    _format_errors: int = 0
     #: The model's final answer (the text of its last message without tool calls).
     reply: str | None = None
     #: Set once the unit writes its end: what is left is giving the lease back.
@@ -68,6 +59,7 @@ class ReActUnit:
     journal: Journal = field(init=False)
     shell: Shell = field(init=False)
     context: Context = field(init=False)
+    tools: ToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
         spec, kernel = self.spec, self.dispatcher.kernel
@@ -96,6 +88,7 @@ class ReActUnit:
             sandbox=spec.sandbox,
             bwrap=kernel.sandbox_probe.bwrap,
         )
+        self.tools = ToolCalls(self, self.dispatcher.hooks, self.dispatcher.approvals, store)
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -121,10 +114,14 @@ class ReActUnit:
         self.interrupt_cause = cause
         self.interrupted.set()
 
+    def stopped(self) -> Stop:
+        """The :class:`Stop` an interrupt ends the loop with."""
+        return Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
+
     def check(self) -> None:
         """Between steps: stop on interrupt or step limit."""
         if self.interrupted.is_set():
-            raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
+            raise self.stopped()
         if self.spec.steps >= self.spec.max_steps:
             raise Stop("max_steps", f"the step limit ({self.spec.max_steps}) was reached")
 
@@ -141,7 +138,7 @@ class ReActUnit:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
+        raise self.stopped()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -155,7 +152,7 @@ class ReActUnit:
             if self.spec.sandbox_refusal:
                 raise Stop("refused", self.spec.sandbox_refusal)
             if resume:
-                await self.resume_pending_calls()
+                await self.tools.resume_pending()
             while True:
                 self.check()
                 if await self.step():
@@ -262,7 +259,7 @@ class ReActUnit:
                     "tool.result", "tool", result_body(call.id, "interrupted", "not run: interrupted")
                 )
                 continue
-            await self.tool_call(call)
+            await self.tools.call(call)
         return False
 
     async def assemble(self) -> list[dict[str, Any]]:
@@ -301,181 +298,6 @@ class ReActUnit:
             },
         )
         return await self.until_interrupted(services.wait_running(waiting, self.spec.service_wait_s))  # type: ignore[no-any-return]
-
-    # -- tool calls ----------------------------------------------------------------------------
-
-    async def tool_call(self, call: ToolCall) -> None:
-        try:
-            command = call.command()
-        except ValueError as exc:
-            self._format_errors += 1
-            await self.append("tool.result", "tool", result_body(call.id, "format_error", f"error: {exc}"))
-            if self._format_errors >= self.spec.max_format_errors:
-                raise Stop("failed", f"{self._format_errors} malformed tool calls in a row") from exc
-            return
-        self._format_errors = 0
-        cwd = str(self.spec.workspace)
-        env = await self.command_env(call.id)
-        before = {**self.ids, "call_id": call.id}
-        verdict = await self.dispatcher.hooks.gate(
-            "tool.before", before, {"args": {"command": command}, "cwd": cwd}
-        )
-        if isinstance(verdict, Reject) and await self.wait_for_services("tool.before"):
-            # Refused because a guard was restarting: ask it again now that it runs.
-            verdict = await self.dispatcher.hooks.gate(
-                "tool.before", before, {"args": {"command": command}, "cwd": cwd}
-            )
-        if isinstance(verdict, Reject):
-            await self.append(
-                "tool.result",
-                "tool",
-                result_body(
-                    call.id, "rejected", f"refused by {verdict.skill}: {verdict.reason}", skill=verdict.skill
-                ),
-            )
-            return
-        if isinstance(verdict, Ask):
-            decision = await self.dispatcher.ask(self, call, command, cwd, verdict)
-            if decision is None:
-                return
-            command = decision
-        else:
-            command = str(verdict.get("args", {}).get("command", command))
-            cwd = str(verdict.get("cwd", cwd))
-        await self.execute(call.id, command, cwd, env)
-
-    async def command_env(self, call_id: str) -> dict[str, str]:
-        """The command's environment: the shell's, with what ``tool.env`` adds and the ``AOS_*``
-        identity (which wins)."""
-        extra = await self.dispatcher.hooks.transform(
-            "tool.env", {**self.ids, "call_id": call_id}, {"env": {}}
-        )
-        added = extra.get("env") if isinstance(extra, dict) and isinstance(extra.get("env"), dict) else None
-        identity = {
-            "AOS_SESSION_ID": self.spec.session_id,
-            "AOS_AGENT_ID": self.spec.agent["id"],
-            "AOS_AGENT": self.spec.agent["name"],
-            "AOS_DISPATCH_ID": self.spec.dispatch_id,
-            "AOS_TOKEN": self.spec.token,
-        }
-        return self.shell.env(added, identity)
-
-    async def execute(self, call_id: str, command: str, cwd: str, env: dict[str, str]) -> None:
-        argv = self.shell.argv(command, cwd)
-        await self.append(
-            "tool.started",
-            None,
-            {"call_id": call_id, "command": command, "cwd": cwd, "sandbox": "bwrap" if argv else "off"},
-        )
-        res = await self.shell.run(
-            command,
-            cwd,
-            env,
-            argv,
-            timeout=self.spec.bash_timeout_s,
-            cap=self.spec.output_cap_bytes,
-            keep=self.spec.content_cap_bytes,
-            stop=self.interrupted,
-        )
-        if res.stopped:
-            # What it printed before it was killed is kept: the model and the person see it.
-            await self.append(
-                "tool.result",
-                "tool",
-                result_body(
-                    call_id,
-                    "interrupted",
-                    res.output
-                    + ("\n" if res.output and not res.output.endswith("\n") else "")
-                    + "[interrupted: the command was killed]",
-                    size=res.size,
-                    truncated=res.truncated,
-                    duration_ms=round(res.duration_ms, 1),
-                ),
-            )
-            raise Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
-        content_id = None
-        if res.full is not None:  # capped, or with NUL bytes: the exact output goes to content
-            put = await self.dispatcher.store.put_content(
-                agent_id=self.spec.agent["id"],
-                session_id=self.spec.session_id,
-                data=res.full,
-                mime="text/plain",
-            )
-            content_id = put["content_id"]
-        visible = await self.dispatcher.hooks.transform(
-            "tool.after",
-            {
-                **self.ids,
-                "call_id": call_id,
-                "command": command,
-                "exit_code": res.exit_code,
-                "content_id": content_id,
-                "size": res.size,
-                "truncated": res.truncated,
-            },
-            {"output": res.output},
-        )
-        output = str(visible.get("output", res.output)) if isinstance(visible, dict) else res.output
-        if isinstance(visible, dict) and isinstance(visible.get("content_id"), str):
-            content_id = visible["content_id"]  # a skill folded the output into content
-        folded = isinstance(visible, dict) and visible.get("folded") is True
-        if res.timed_out:
-            output += f"\n[killed after {self.spec.bash_timeout_s:g} s timeout]"
-        body = result_body(
-            call_id,
-            res.outcome,
-            output,
-            exit_code=res.exit_code,
-            size=res.size,
-            truncated=res.truncated,
-            duration_ms=round(res.duration_ms, 1),
-        )
-        if content_id:
-            body["content_id"] = content_id
-        if folded:
-            body["folded"] = True
-        await self.append("tool.result", "tool", body)
-        self.dispatcher.hooks.event(
-            "tool.after_event",
-            {**self.ids, "call_id": call_id, "command": command, "exit_code": res.exit_code},
-        )
-
-    async def resume_pending_calls(self) -> None:
-        """After a restart: finish the tool calls of the last assistant fact that have no result
-        (the one waiting for approval is asked again, from its durable row)."""
-        facts = await self.dispatcher.store.dispatch_facts(self.spec.session_id, self.spec.dispatch_id)
-        self.journal.keys = max(self.journal.keys, len(facts) + 100)  # never reuse a key
-        assistant = next(
-            (f for f in reversed(facts) if f["kind"] == "message" and f["role"] == "assistant"), None
-        )
-        if assistant is None:
-            return
-        done = {
-            f["body"].get("call_id")
-            for f in facts
-            if f["kind"] == "tool.result" and f["seq"] > assistant["seq"]
-        }
-        self.spec.steps = int((assistant.get("meta") or {}).get("step", 0))
-        resolved = {f["body"].get("approval_id") for f in facts if f["kind"] == "approval.resolved"}
-        for raw in assistant["body"].get("tool_calls") or []:
-            if raw["id"] in done:
-                continue
-            call = ToolCall(raw["id"], raw["name"], raw["arguments"])
-            # One command, one approval: a call that was asked about is never asked again,
-            # whether its approval is still pending or was decided while no unit acted on it.
-            asked = await self.dispatcher.store.approval_for_call(self.spec.dispatch_id, call.id)
-            if asked is not None:
-                decision = await self.dispatcher.wait_approval(self, asked, recorded=asked["id"] in resolved)
-                if decision is not None:
-                    await self.execute(call.id, decision, asked["cwd"], await self.command_env(call.id))
-            else:
-                await self.tool_call(call)
-
-
-def result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
-    """The body of a ``tool.result`` fact."""
-    return {"call_id": call_id, "outcome": outcome, "output": output, **extra}
 
 
 def _agent_view(agent: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What a dispatch's unit is given when it starts (:class:`UnitSpec`), and its usage tally."""
+"""What a dispatch's unit is given when it starts (:class:`UnitSpec`), its usage tally, and how
+it stops (:class:`Stop`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from .sandbox import SandboxSettings
 
-__all__ = ["UnitSpec", "Usage"]
+__all__ = ["Stop", "UnitSpec", "Usage"]
 
 
 @dataclass
@@ -71,3 +72,13 @@ class Usage:
             "cost": self.cost,
             "calls": self.calls,
         }
+
+
+class Stop(Exception):
+    """Ends the loop: ``status`` goes into the dispatch row and the ``dispatch.end`` fact."""
+
+    def __init__(self, status: str, reason: str = "", **details: Any) -> None:
+        super().__init__(reason or status)
+        self.status = status
+        self.reason = reason
+        self.details = details
