@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from aos.skills.supervisor import State
-from aos_sdk.connection import RpcConnection
+from aos_sdk.connection import RpcConnection, open_connection
 from aos_sdk.testing import ScriptedModel
 
 pytestmark = pytest.mark.parametrize("kernel", [{"enable": ["aos-frontend"]}], indirect=True)
@@ -423,3 +423,35 @@ PY
     assert link.split("token=")[1] not in out and "link" not in out, out
     assert out.count("No such file or directory") == 3, out
     assert "agents 401" in out and "guess 401" in out and "approve 401" in out and "events 401" in out, out
+
+
+async def test_a_taken_port_is_shown_by_aos_skills_and_cleared_once_the_ui_serves(kernel: Any) -> None:
+    """The UI cannot bind its port: the service keeps running (its hooks still serve) and says
+    why through ``service.report``; ``aos skills`` shows it until a restart binds a free port."""
+    import socket
+
+    from aos.cli.main import _service_cell
+
+    runner = kernel.kernel.services.runners["aos-frontend"]
+    await link(kernel)
+    with socket.socket() as other:  # another program holds the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        # As if the daemon had started with this port in aoscb.json (it reads the file at start).
+        kernel.kernel.config.data["ui"] = {"port": taken}
+        assert runner.proc is not None
+        runner.proc.kill()  # it restarts and asks for the port again
+        await asyncio.wait_for(runner.wait_for(lambda: runner.problem is not None), 60)
+        async with open_connection(kernel.paths.kernel_sock) as c:
+            sk = await c.call("skill.get", {"skill": "aos-frontend"})
+        st = sk["service_status"]
+        assert st["state"] == "running"
+        assert f"port {taken} on 127.0.0.1 is taken by another program" in st["problem"]
+        cell = _service_cell(sk)
+        assert cell.startswith("running") and f"PROBLEM: the web UI is off: port {taken}" in cell
+        assert "taken" in json.loads((kernel.paths.run / "ui.json").read_text())["error"]
+    kernel.kernel.config.data["ui"] = {"port": 0}
+    runner.proc.kill()
+    await asyncio.wait_for(runner.wait_for(lambda: runner.problem is None and runner.conn is not None), 60)
+    assert (await link(kernel))["url"].startswith("http://127.0.0.1:")

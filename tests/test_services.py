@@ -481,3 +481,36 @@ def service():
     )
     refused = [v for v in verdicts if not isinstance(v, dict)]
     assert not refused, refused[:1]
+
+
+async def test_a_service_reports_a_problem_and_a_bad_report_is_refused(
+    rpc: RpcConnection, kernel: Any
+) -> None:
+    """``service.report``: what a running service says is wrong shows beside its state; a
+    malformed report gets a clear error and changes nothing."""
+    py = """from aos_sdk import define_service
+from aos_sdk.errors import AosError
+
+@define_service
+def service():
+    async def start():
+        for bad in (42, "   ", "nul\\x00byte"):
+            try:
+                await service.report(bad)
+            except AosError as exc:
+                print(f"refused: {exc.message}", flush=True)
+        await service.report("the upstream feed is unreachable")
+    return {"start": start, "commands": {"noop": lambda a, c: {}}}
+"""
+    md = (
+        "---\nname: reporter\ndescription: Reports a problem.\nmetadata:\n  aos-service: service.py\n---\nx\n"
+    )
+    write(kernel.paths.home, "reporter", md, py)
+    await call(rpc, "skill.reload")
+    runner = kernel.kernel.services.runners["reporter"]
+    await asyncio.wait_for(runner.wait_for(lambda: runner.problem is not None), 20)
+    st = (await call(rpc, "skill.get", {"skill": "reporter"}))["service_status"]
+    assert st["state"] == "running" and st["problem"] == "the upstream feed is unreachable"
+    log_text = (kernel.paths.logs / "skills" / "reporter.log").read_text()
+    assert log_text.count("refused: service.report: problem must be a non-empty string or null") == 2
+    assert "refused: service.report: problem holds a NUL byte" in log_text

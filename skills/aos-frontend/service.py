@@ -5,7 +5,8 @@ and serves the Starlette app of :mod:`web` with uvicorn in the service's own eve
 sign-in link (a one-time token) is kept in ``$AOS_HOME/run/ui.json`` (private to the daemon's
 user; never mounted into an agent's sandbox), where ``aos ui`` reads it; the secret that signs
 the session cookies in ``$AOS_HOME/ui.secret``. A port that is taken is
-reported there and in this skill's log, and the service keeps running without a UI.
+reported there, in this skill's log and (through ``service.report``) by ``aos skills``; the
+service keeps running without a UI.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def service() -> dict[str, Any]:
             message = f"the web UI is off: port {port} on 127.0.0.1 {why}; set ui.port in aoscb.json"
             print(message, file=sys.stderr, flush=True)
             write_link(link_file, port, error=message)("")
+            await service.report(message)  # aos skills shows it beside the service's state
             return
         port = sock.getsockname()[1]
         auth = Auth(load_secret(home / "ui.secret"), write_link(link_file, port))

@@ -169,6 +169,13 @@ class Service:
             if started is not None:
                 started.cancel()
 
+    async def report(self, problem: str | None) -> None:
+        """Tell the daemon what is wrong with this service while it keeps running (``None``:
+        nothing any more). ``aos skills`` and the web UI show it beside the service's state."""
+        if self.kernel is None:
+            raise RuntimeError("report() needs the service to be connected to the daemon")
+        await self.kernel.call("service.report", {"problem": problem}, timeout=10)
+
     async def _start(self) -> None:
         assert self.start is not None
         try:

@@ -341,7 +341,8 @@ async function loadSkills() {
       loadSkills();
     });
     const st = s.service_status || {};
-    const problems = (s.diagnostics || []).map((d) => d.message || JSON.stringify(d)).join("; ");
+    const problems = [st.problem, ...(s.diagnostics || []).map((d) => d.message || JSON.stringify(d))]
+      .filter(Boolean).join("; ");
     const name = el("button", { type: "button", text: s.name, onclick: () => showSkill(s.name) });
     return el("tr", {}, el("td", {}, name), el("td", {}, box, el("span", { class: "usage", text: ` ${s.why || ""}` })),
       el("td", { text: s.service ? `${st.state || "?"}${st.restarts ? ` · ${st.restarts} restarts` : ""}` : "-" }),

@@ -766,6 +766,8 @@ def _service_cell(sk: dict[str, Any]) -> str:
         extra += f", RELOAD FAILED (the previous version serves): {st['reload_failed']}"
     if st["state"] in ("quarantined", "backoff") and st.get("last_error"):
         extra += f": {st['last_error']}"
+    if st.get("problem"):
+        extra += f", PROBLEM: {st['problem']}"
     hooks = f", hooks: {' '.join(st['hooks'])}" if st["hooks"] else ""
     cmds = f", commands: {' '.join(st['commands'])}" if st["commands"] else ""
     return f"{st['state']}{extra}{hooks}{cmds}"

@@ -21,6 +21,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection
@@ -89,6 +90,9 @@ class ServiceRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._changed = asyncio.Event()
+        #: A problem the running service reported about itself (``service.report``), e.g. a port
+        #: it could not bind; None when it reported none. Cleared when it registers again.
+        self.problem: str | None = None
 
     def _moved(self) -> None:
         self._changed.set()
@@ -96,12 +100,17 @@ class ServiceRunner:
 
     async def wait_state(self, *targets: State) -> State:
         """Return once the service is in one of ``targets`` (tests, tools)."""
-        while self.state.state not in targets:
+        await self.wait_for(lambda: self.state.state in targets)
+        return self.state.state
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checked whenever the service's state, registration
+        or reported problem changes (tests, tools)."""
+        while not condition():
             self._changed.clear()
-            if self.state.state in targets:
+            if condition():
                 break
             await self._changed.wait()
-        return self.state.state
 
     # -- the socket ----------------------------------------------------------------------------
 
@@ -118,6 +127,8 @@ class ServiceRunner:
         async def on_request(req: Request) -> Any:
             if req.method == "service.register":
                 return self._register(conn, req.params)
+            if req.method == "service.report":
+                return self._report(req.params)
             return await self.manager.kernel.invoke(ctx, req.method, req.params)
 
         # No in-flight limit: a service's syscalls mostly serve the kernel's own hook calls (aos-context
@@ -173,6 +184,7 @@ class ServiceRunner:
         self.hooks = hooks
         self.commands = list(params.get("commands") or [])
         self.conn = conn
+        self.problem = None
         self.state.registered(time.monotonic())
         self.registered.set()
         self._moved()
@@ -336,12 +348,27 @@ class ServiceRunner:
         self._moved()
         self.manager.kernel.hooks.event("skill.stopped", {"skill": self.name})
 
+    def _report(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``service.report``: the service says what is wrong with it while it runs (or that
+        nothing is, with ``problem: null``). Shown by ``aos skills`` and the web UI."""
+        problem = params.get("problem")
+        if problem is not None and (not isinstance(problem, str) or not problem.strip()):
+            raise InvalidParams("service.report: problem must be a non-empty string or null")
+        if problem is not None and "\x00" in problem:
+            raise InvalidParams("service.report: problem holds a NUL byte")
+        self.problem = None if problem is None else problem.strip()[:2000]
+        if self.problem:
+            log.warning("service.problem", skill=self.name, problem=self.problem)
+        self._moved()
+        return {"ok": True}
+
     def status(self) -> dict[str, Any]:
         return {
             "state": self.state.state.value,
             "pid": self.proc.pid if self.proc is not None and self.proc.returncode is None else None,
             "restarts": self.state.restarts,
             "last_error": self.state.last_error,
+            "problem": self.problem,
             # A changed version that failed to start: the one above still serves.
             "reload_failed": self.manager.reload_failures.get(self.name),
             "hooks": [h["hook"] for h in self.hooks],
