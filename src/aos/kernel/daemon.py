@@ -79,6 +79,7 @@ def run_daemon(
         return 1
     try:
         procs.become_subreaper()
+        procs.wait_children_by_pidfd()
         configure(paths.log_file, level=os.environ.get("AOS_LOG_LEVEL", "info"), also_stderr=foreground)
         try:
             return asyncio.run(_main(paths, config, unsafe_durability, ready))

@@ -32,6 +32,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,10 @@ _COMMAND_SLOT = "\0command\0"
 
 
 def _is_under(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
+    """``path`` is ``parent`` or inside it (both absolute and normalised: compared as text,
+    which is what ``Path.parents`` would say, at a fraction of its cost on the spawn path)."""
+    p, q = str(path), str(parent)
+    return p == q or p.startswith(q if q.endswith("/") else q + "/")
 
 
 def check_workspace(workspace: Path, *, protected: list[Path], workspaces_root: Path) -> None:
@@ -243,8 +247,9 @@ def skill_mounts(skill_md_paths: list[Path]) -> list[Path]:
 
 
 @functools.cache
-def _runtime_paths() -> list[Path]:
-    """What skill CLIs need to run: the interpreter, its environment, the SDK."""
+def _runtime_paths() -> tuple[Path, ...]:
+    """What skill CLIs need to run: the interpreter, its environment, the SDK (fixed for the
+    daemon's life: looked up once)."""
     paths = [Path(sys.prefix), Path(sys.base_prefix)]
     try:
         import aos_sdk
@@ -256,7 +261,7 @@ def _runtime_paths() -> list[Path]:
     exe = Path(sys.executable)
     if exe.is_symlink():
         paths.append(exe.resolve().parent.parent)
-    return paths
+    return tuple(paths)
 
 
 def _ulimit_prelude(limits: Limits) -> str:
@@ -305,6 +310,51 @@ def build_argv(
         skill_paths=skill_paths,
     )
     return command_argv(prefix, command, cwd)
+
+
+#: How long a built prefix is reused: it reads the host's filesystem (which system folders
+#: exist, where /etc/resolv.conf points), so a change there shows within this many seconds.
+PREFIX_REUSE_S = 60.0
+
+
+def cached_prefix(
+    *,
+    bwrap: str,
+    settings: SandboxSettings,
+    workspace: Path,
+    home: Path,
+    tmp: Path,
+    gateway: Path | None,
+    skill_paths: list[Path],
+) -> list[str]:
+    """:func:`sandbox_prefix`, reused across dispatches with the same inputs (an agent's every
+    dispatch asks for the same one) for up to :data:`PREFIX_REUSE_S` seconds."""
+    window = int(time.monotonic() // PREFIX_REUSE_S)
+    return list(_prefix_for(bwrap, settings, workspace, home, tmp, gateway, tuple(skill_paths), window))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix_for(
+    bwrap: str,
+    settings: SandboxSettings,
+    workspace: Path,
+    home: Path,
+    tmp: Path,
+    gateway: Path | None,
+    skill_paths: tuple[Path, ...],
+    window: int,
+) -> tuple[str, ...]:
+    return tuple(
+        sandbox_prefix(
+            bwrap=bwrap,
+            settings=settings,
+            workspace=workspace,
+            home=home,
+            tmp=tmp,
+            gateway=gateway,
+            skill_paths=list(skill_paths),
+        )
+    )
 
 
 def sandbox_prefix(

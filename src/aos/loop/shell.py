@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .bash import RunResult, base_env, run_bash
-from .sandbox import GATEWAY_PATH, SandboxSettings, command_argv, sandbox_prefix, skill_mounts
+from .sandbox import GATEWAY_PATH, SandboxSettings, cached_prefix, command_argv, skill_mounts
 
 __all__ = ["Shell"]
 
@@ -68,7 +68,7 @@ class Shell:
             home, tmp = self.agent_dir / "home", self.agent_dir / "tmp"
             for d in (home, tmp):
                 d.mkdir(parents=True, exist_ok=True)
-            self._prefix = sandbox_prefix(
+            self._prefix = cached_prefix(
                 bwrap=self.bwrap,
                 settings=self.sandbox,
                 workspace=self.workspace,
