@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import difflib
 import os
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aos_sdk.connection import RpcConnection
-from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, NotFound, Rejected, Unavailable
+from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, Rejected
 
 from .. import __version__
 from ..config import Config, Paths
@@ -31,22 +29,21 @@ from ..loop import model_info, openai_wire
 from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
-from ..redact import redact, scrub_values
+from ..redact import scrub_values
 from ..skills.index import SkillIndex, skill_roots
 from ..skills.services import ServiceManager
 from . import models as m
 from .dispatch import Dispatcher
 from .gateway import Gateway
 from .hooks import Ask, HookBus, Reject
+from .runtime_log import RuntimeLog
+from .streams import Streams, Subscription
 from .syscalls import SYSCALLS, CallerKind, check_caller
 
 __all__ = ["CallContext", "Caller", "DatabaseSettings", "Kernel"]
 
 log = get_logger("aos.kernel")
 
-_LOG_WINDOW_S = 0.05  # runtime-log entries are written at most this late (flushed on stop)
-_LOG_BATCH = 500
-_RECENT_FACTS = 512  # per subscription: facts kept in memory so live delivery skips the database
 #: Syscalls whose text params may hold NUL bytes (stored as bytes, not as PostgreSQL text).
 _NUL_OK = frozenset({"content.put"})
 
@@ -83,20 +80,6 @@ class Caller:
 
 
 @dataclass(eq=False)
-class Subscription:
-    """One live history stream on one connection."""
-
-    id: str
-    session_id: str
-    next_seq: int
-    conn: RpcConnection
-    latest: int = 0
-    recent: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass(eq=False)
 class CallContext:
     """A caller plus its connection (for pushes) and the connection's subscriptions."""
 
@@ -122,10 +105,8 @@ class Kernel:
         self.db = db
         self.started_at = datetime.now(UTC)
         self._t0 = time.monotonic()
-        self._watchers: dict[str, set[Subscription]] = {}
-        self._log_buffer: list[dict[str, Any]] = []
-        self._log_wake = asyncio.Event()
-        self._log_lock = asyncio.Lock()
+        self.streams = Streams(store)
+        self.runtime_log = RuntimeLog(store)
         self.connections = 0
         self.pid = os.getpid()
         self.hooks = HookBus()
@@ -152,7 +133,7 @@ class Kernel:
         """
         kernel = cls(store, config, paths, db)
         kernel.skills.scan()
-        writer = asyncio.create_task(kernel._log_writer(), name="runtime-log")
+        writer = asyncio.create_task(kernel.runtime_log.writer(), name="runtime-log")
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
@@ -177,7 +158,7 @@ class Kernel:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            await kernel.flush_log()
+            await kernel.runtime_log.flush()
 
     # -- sandbox -------------------------------------------------------------------------------
 
@@ -257,7 +238,9 @@ class Kernel:
             raise
         finally:
             if sc.kind == "command" or (error is not None and error.type == "permission_denied"):
-                self._log_command(ctx.caller, method, params, result, error, time.perf_counter() - t0)
+                self.runtime_log.record(
+                    ctx.caller.actor, method, params, result, error, time.perf_counter() - t0
+                )
 
     # -- skills --------------------------------------------------------------------------------
 
@@ -304,83 +287,6 @@ class Kernel:
             return skill in cached
         m = self.skills.get(skill)
         return m is not None and m.usable and m.default_enabled and skill not in self.globally_disabled()
-
-    # -- runtime log ---------------------------------------------------------------------------
-
-    def _log_command(
-        self,
-        caller: Caller,
-        op: str,
-        params: dict[str, Any],
-        result: Any,
-        error: AosError | None,
-        seconds: float,
-    ) -> None:
-        summary = None
-        if isinstance(result, dict):
-            # Ids and seqs, not payloads: the log says what changed, history holds the data.
-            summary = {
-                k: v for k, v in result.items() if k in ("id", "name", "seq", "session_id", "content_id")
-            }
-        self._log_buffer.append(
-            {
-                "ts": time.time(),
-                "actor": caller.actor,
-                "op": op,
-                "args": redact(params),
-                "outcome": "error" if error else "ok",
-                "error": None if error is None else {"type": error.type, "message": error.message},
-                "result": summary,
-                "duration_ms": round(seconds * 1000, 3),
-            }
-        )
-        self._log_wake.set()
-
-    async def _log_writer(self) -> None:
-        while True:
-            await self._log_wake.wait()
-            # Coalesce: one insert per window rather than per command. The runtime log is
-            # advisory; a crash may lose the last window (history is never batched this way).
-            if len(self._log_buffer) < _LOG_BATCH:
-                await asyncio.sleep(_LOG_WINDOW_S)
-            self._log_wake.clear()
-            try:
-                await self.flush_log()
-            except AosError as exc:
-                log.error("runtime_log.write_failed", error=exc.message)
-
-    async def flush_log(self) -> None:
-        """Write buffered runtime-log entries now.
-
-        If the database refuses the batch (not unavailable: refuses), the entries are written one
-        by one and any that is refused alone is dropped with an error line, so one bad entry never
-        blocks the log. Unavailable: everything is kept for the next try.
-        """
-        async with self._log_lock:
-            batch, self._log_buffer = self._log_buffer, []
-            if not batch:
-                return
-            try:
-                await self.store.write_log(batch)
-                return
-            except Unavailable:
-                self._log_buffer[:0] = batch
-                raise
-            except AosError as exc:
-                if len(batch) == 1:
-                    log.error("runtime_log.entry_dropped", op=batch[0].get("op"), error=exc.message)
-                    return
-            except BaseException:
-                self._log_buffer[:0] = batch
-                raise
-            for i, entry in enumerate(batch):
-                try:
-                    await self.store.write_log([entry])
-                except Unavailable:
-                    self._log_buffer[:0] = batch[i:]
-                    raise
-                except AosError as exc:
-                    log.error("runtime_log.entry_dropped", op=entry.get("op"), error=exc.message)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -460,8 +366,7 @@ class Kernel:
         created_at: Any,
     ) -> None:
         """Wake the session's subscribers with a fact that was just stored."""
-        watchers = self._watchers.get(session_id)
-        if watchers:
+        if self.streams.watched(session_id):
             fact = m.Fact(
                 session_id=session_id,
                 seq=seq,
@@ -473,91 +378,18 @@ class Kernel:
                 idempotency_key=idempotency_key,
                 created_at=created_at,
             ).model_dump(mode="json")
-            for sub in watchers:
-                self._offer(sub, fact)
-
-    def _offer(self, sub: Subscription, fact: dict[str, Any]) -> None:
-        seq = fact["seq"]
-        sub.recent[seq] = fact
-        while len(sub.recent) > _RECENT_FACTS:
-            sub.recent.popitem(last=False)
-        sub.latest = max(sub.latest, seq)
-        sub.wake.set()
+            self.streams.offer(session_id, fact)
 
     async def subscribe(self, ctx: CallContext, session_id: str, after_seq: int | None) -> m.SubscribeResult:
-        """Start streaming facts of ``session_id`` to the caller as ``history.fact`` notifications.
-
-        Facts after ``after_seq`` are replayed from the database first; the subscription is
-        registered before the replay is read, so nothing appended meanwhile is missed, and the
-        pump delivers strictly in seq order without gaps or repeats.
-        """
-        if ctx.conn is None:
-            raise InvalidParams("history.subscribe needs a connection to push to")
-        sub = Subscription(id=f"sub_{secrets.token_hex(6)}", session_id=session_id, next_seq=0, conn=ctx.conn)
-        self._watchers.setdefault(session_id, set()).add(sub)
-        try:
-            session = await self.store.get_session(session_id)
-        except NotFound:
-            self._drop(sub)
-            raise
-        last = session["last_seq"]
-        sub.next_seq = (last if after_seq is None else min(after_seq, last)) + 1
-        sub.latest = max(sub.latest, last)
-        ctx.subscriptions[sub.id] = sub
-        sub.task = asyncio.create_task(self._pump(ctx, sub), name=f"pump-{sub.id}")
-        if sub.latest >= sub.next_seq:
-            sub.wake.set()
-        return m.SubscribeResult(subscription=sub.id, last_seq=last)
+        """Stream the facts of ``session_id`` to the caller (see :mod:`.streams`)."""
+        return await self.streams.subscribe(ctx, session_id, after_seq)
 
     def unsubscribe(self, ctx: CallContext, subscription: str) -> None:
-        sub = ctx.subscriptions.pop(subscription, None)
-        if sub is None:
-            raise NotFound(f"no subscription {subscription!r} on this connection")
-        self._end(sub)
+        self.streams.unsubscribe(ctx, subscription)
 
     def close_context(self, ctx: CallContext) -> None:
         """End every subscription of a connection that closed."""
-        for sub in ctx.subscriptions.values():
-            self._end(sub)
-        ctx.subscriptions.clear()
-
-    def _end(self, sub: Subscription) -> None:
-        if sub.task is not None:
-            sub.task.cancel()
-        self._drop(sub)
-
-    def _drop(self, sub: Subscription) -> None:
-        watchers = self._watchers.get(sub.session_id)
-        if watchers is not None:
-            watchers.discard(sub)
-            if not watchers:
-                del self._watchers[sub.session_id]
-
-    async def _pump(self, ctx: CallContext, sub: Subscription) -> None:
-        try:
-            while True:
-                await sub.wake.wait()
-                sub.wake.clear()
-                while sub.next_seq <= sub.latest:
-                    fact = sub.recent.pop(sub.next_seq, None)
-                    batch = [fact] if fact is not None else await self._read_facts(sub)
-                    for f in batch:
-                        await sub.conn.notify("history.fact", {"subscription": sub.id, "fact": f})
-                        sub.next_seq = f["seq"] + 1
-                    if not batch:
-                        break
-                # Drop facts the pump has already passed.
-                for seq in [s for s in sub.recent if s < sub.next_seq]:
-                    del sub.recent[seq]
-        finally:
-            self._drop(sub)
-            ctx.subscriptions.pop(sub.id, None)
-
-    async def _read_facts(self, sub: Subscription) -> list[dict[str, Any]]:
-        rows = await self.store.list_history(
-            sub.session_id, after_seq=sub.next_seq - 1, upto_seq=sub.latest, limit=500
-        )
-        return [m.Fact.model_validate(r).model_dump(mode="json") for r in rows]
+        self.streams.close_context(ctx)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -565,7 +397,7 @@ class Kernel:
         settings = await self.store.durability()
         counts = await self.store.counts()
         counts["connections"] = self.connections
-        counts["subscriptions"] = sum(len(s) for s in self._watchers.values())
+        counts["subscriptions"] = self.streams.count()
         counts["dispatches"] = self.dispatcher.running()
         return m.StatusResult(
             version=__version__,
