@@ -430,7 +430,7 @@ async def test_a_taken_port_is_shown_by_aos_skills_and_cleared_once_the_ui_serve
     why through ``service.report``; ``aos skills`` shows it until a restart binds a free port."""
     import socket
 
-    from aos.cli.main import _service_cell
+    from aos.cli.skills import service_cell
 
     runner = kernel.kernel.services.runners["aos-frontend"]
     await link(kernel)
@@ -448,7 +448,7 @@ async def test_a_taken_port_is_shown_by_aos_skills_and_cleared_once_the_ui_serve
         st = sk["service_status"]
         assert st["state"] == "running"
         assert f"port {taken} on 127.0.0.1 is taken by another program" in st["problem"]
-        cell = _service_cell(sk)
+        cell = service_cell(sk)
         assert cell.startswith("running") and f"PROBLEM: the web UI is off: port {taken}" in cell
         assert "taken" in json.loads((kernel.paths.run / "ui.json").read_text())["error"]
     kernel.kernel.config.data["ui"] = {"port": 0}

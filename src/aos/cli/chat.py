@@ -1,0 +1,197 @@
+"""``aos send``, ``interrupt`` and ``chat``: talking to an agent, and following what it does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from aos_sdk.syncclient import SyncClient
+
+from ..config import Paths
+from .output import (
+    EXIT_ERROR,
+    EXIT_OK,
+    connect,
+    echo,
+    emit_json,
+    fail,
+    rpc,
+)
+
+
+class Render:
+    """Prints a dispatch's facts for people as they arrive (``aos chat``, ``aos send --wait``)."""
+
+    def __init__(self, agent: str, *, lines: int = 20) -> None:
+        self.agent = agent
+        self.lines = lines
+
+    def fact(self, f: dict[str, Any]) -> None:
+        kind, body = f["kind"], f.get("body") or {}
+        if kind == "message" and f.get("role") == "assistant":
+            if body.get("text"):
+                echo(f"{self.agent}> {body['text']}")
+        elif kind == "tool.started":
+            echo(f"  $ {body['command']}")
+        elif kind == "tool.result":
+            outcome = body.get("outcome")
+            text = str(body.get("output", ""))
+            shown = text.splitlines()
+            for line in shown[: self.lines]:
+                echo(f"  │ {line}")
+            if len(shown) > self.lines:
+                echo(f"  │ … {len(shown) - self.lines} more lines")
+            if outcome not in ("ok", None) or body.get("exit_code") not in (0, None):
+                detail = f"exit {body['exit_code']}" if body.get("exit_code") not in (0, None) else outcome
+                echo(f"  └ [{detail}]")
+        elif kind == "approval.requested":
+            echo(
+                f"  ? approval {body['approval_id']} needed ({body['skill']}: {body['reason']}): {body['command']}"
+            )
+        elif kind == "approval.resolved":
+            echo(f"  ✓ approval {body['approval_id']}: {body['decision']}")
+        elif kind == "error":
+            echo(f"  ! {body.get('message')}")
+        elif kind == "interrupt":
+            echo(f"  [interrupted: {body.get('reason')}]")
+        elif kind in ("dispatch.waiting", "context.compaction_skipped"):
+            echo(f"  … {body.get('reason')}")
+        elif isinstance(body, dict) and isinstance(body.get("notice"), str):
+            # A skill speaking to the agent (a message from another agent, a reply): shown too.
+            first, _, rest = body["notice"].partition("\n")
+            echo(f"  ✉ {first}")
+            for line in rest.splitlines()[: self.lines]:
+                echo(f"  │ {line}")
+        elif kind == "dispatch.end":
+            u = body.get("usage") or {}
+            cost = f", ${u['cost']:.4f}" if u.get("cost") else ""
+            echo(
+                f"  — {body.get('status')} in {body.get('steps')} steps, "
+                f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens{cost}"
+            )
+        sys.stdout.flush()
+
+
+def follow_dispatch(
+    c: SyncClient,
+    session: str,
+    dispatch_id: str,
+    render: Render | None,
+    *,
+    json_out: bool = False,
+    on_approval: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Print the dispatch's facts until its ``dispatch.end``; Ctrl-C interrupts it, twice leaves."""
+    interrupted = False
+    notes = c.notifications()
+    while True:
+        # Ctrl-C may land anywhere in here (waiting, printing, asking): it always interrupts.
+        try:
+            note = next(notes)
+            if note.method != "history.fact":
+                continue
+            f = note.params["fact"]
+            mine = (f.get("meta") or {}).get("dispatch_id") == dispatch_id
+            notice = isinstance(f.get("body"), dict) and "notice" in f["body"]
+            if not mine and not notice:
+                continue
+            if json_out:
+                echo(json.dumps(f, ensure_ascii=False))
+                sys.stdout.flush()
+            elif render is not None:
+                render.fact(f)
+            if f["kind"] == "approval.requested" and on_approval is not None:
+                on_approval(f["body"])
+            if f["kind"] == "dispatch.end":
+                return dict(f["body"])
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            fail("interrupting (Ctrl-C again to leave)")
+            c.call("session.interrupt", {"session": session, "reason": "Ctrl-C"})
+            notes = c.notifications()  # the interrupt closed the old generator
+
+
+def subscribe(c: SyncClient, session: str) -> None:
+    """Follow the session's new facts on this connection (once: every dispatch comes through it)."""
+    c.call("history.subscribe", {"session": session})
+    c.set_timeout(None)
+
+
+def cmd_send(args: argparse.Namespace, paths: Paths) -> int:
+    with connect(paths) as c:
+        if not args.wait:
+            started = c.call("session.dispatch", {"session": args.session, "message": args.text})
+            if args.json:
+                emit_json(started)
+            else:
+                echo(
+                    f"dispatched {started['dispatch_id']}; follow it with: aos history {args.session} --follow"
+                )
+            return EXIT_OK
+        session = c.call("session.get", {"session": args.session})
+        agent = c.call("agent.get", {"agent": session["agent_id"]})
+        subscribe(c, args.session)
+        dispatch_id = c.call("session.dispatch", {"session": args.session, "message": args.text})[
+            "dispatch_id"
+        ]
+        end = follow_dispatch(c, args.session, dispatch_id, Render(agent["name"]), json_out=args.json)
+    return EXIT_OK if end.get("status") == "done" else EXIT_ERROR
+
+
+def cmd_interrupt(args: argparse.Namespace, paths: Paths) -> int:
+    res = rpc(paths, "session.interrupt", {"session": args.session, "reason": args.reason})
+    if args.json:
+        emit_json(res)
+    elif res["interrupted"]:
+        echo(f"interrupting dispatch {res['dispatch_id']}")
+    else:
+        echo(f"session {args.session} has no running dispatch")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace, paths: Paths) -> int:
+    with connect(paths) as c:
+        agent = c.call("agent.get", {"agent": args.agent})
+        session_id = args.session
+        if session_id is None and not args.new:
+            recent = c.call("session.list", {"agent": agent["id"], "limit": 1})["sessions"]
+            session_id = recent[0]["id"] if recent else None
+        if session_id is None:
+            session_id = c.call("session.create", {"agent": agent["id"], "title": "chat"})["id"]
+            echo(f"new session {session_id} with {agent['name']}")
+        else:
+            echo(f"session {session_id} with {agent['name']} (--new starts a fresh one)")
+        echo("Type a message; Ctrl-C interrupts a reply, Ctrl-D leaves.")
+        render = Render(agent["name"])
+
+        def approve(body: dict[str, Any]) -> None:
+            try:
+                answer = input(f"  approve {body['command']!r}? [y/N] ").strip().lower()
+            except EOFError:
+                answer = ""
+            decision = "approve" if answer in ("y", "yes") else "deny"
+            c.call(
+                "approval.resolve",
+                {"approval": body["approval_id"], "decision": decision, "note": "aos chat"},
+            )
+
+        subscribe(c, session_id)
+        while True:
+            try:
+                text = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                echo("")
+                return EXIT_OK
+            if not text:
+                continue
+            dispatch_id = c.call("session.dispatch", {"session": session_id, "message": text})["dispatch_id"]
+            try:
+                follow_dispatch(c, session_id, dispatch_id, render, on_approval=approve)
+            except KeyboardInterrupt:
+                echo("")
+                return EXIT_OK

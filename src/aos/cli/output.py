@@ -1,0 +1,118 @@
+"""What every ``aos`` command shares: printing, JSON, the exit codes, the daemon's client, and
+the few formats people read (times, tables, facts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from aos_sdk.syncclient import SyncClient
+
+from ..config import Paths
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NOT_RUNNING",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ago",
+    "body_text",
+    "clip",
+    "connect",
+    "duration",
+    "echo",
+    "emit_json",
+    "fact_line",
+    "fail",
+    "rpc",
+    "table",
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def echo(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def fail(text: str) -> None:
+    sys.stderr.write(f"aos: {text}\n")
+
+
+def emit_json(value: Any) -> None:
+    echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def connect(paths: Paths, timeout: float | None = 30.0) -> SyncClient:
+    return SyncClient(paths.kernel_sock, timeout=timeout)
+
+
+def rpc(paths: Paths, method: str, params: dict[str, Any] | None = None) -> Any:
+    with connect(paths) as c:
+        return c.call(method, params or {})
+
+
+def ago(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    secs = (datetime.now(UTC) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit} ago"
+    return f"{int(max(secs, 0))}s ago"
+
+
+def duration(secs: float) -> str:
+    secs = int(secs)
+    d, rem = divmod(secs, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    parts = [f"{d}d"] if d else []
+    if h or d:
+        parts.append(f"{h}h")
+    if m or h or d:
+        parts.append(f"{m}m")
+    parts.append(f"{s}s")
+    return " ".join(parts)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> None:
+    if not rows:
+        return
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for r in rows:
+        echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def body_text(body: Any) -> str:
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict):
+        for key in ("text", "content", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return json.dumps(body, ensure_ascii=False)
+
+
+def fact_line(f: dict[str, Any]) -> str:
+    ts = str(f.get("created_at", ""))[11:19]
+    who = f["kind"] + (f"/{f['role']}" if f.get("role") else "")
+    text = body_text(f.get("body"))
+    first, *more = text.splitlines() or [""]
+    line = f"#{f['seq']:<4} {ts}  {who:<18} {first}"
+    if more:
+        line += "\n" + "\n".join(" " * 33 + m for m in more)
+    return line
