@@ -210,7 +210,7 @@ def test_stop_kills_a_daemon_that_does_not_stop(aos: Any, home: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path) -> None:
+def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path, daemon_env: dict[str, str]) -> None:
     import socket
     import urllib.error
     import urllib.request
@@ -239,6 +239,17 @@ def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path) -> None:
     again.value.close()
     assert again.value.code == 401, "a link signs in once"
     assert aos("ui").stdout.strip() != link, "the next `aos ui` prints a fresh link"
+    # --open hands the link to the browser ($BROWSER, as Python's webbrowser finds one).
+    opened = home / "opened.txt"
+    browser = home / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o755)
+    r = run_aos("ui", "--open", env={**daemon_env, "BROWSER": f"{browser} %s"})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert opened.read_text() == r.stdout.strip() and "/?token=" in r.stdout
+    r = run_aos("ui", "--open", env={**daemon_env, "BROWSER": "false %s"})  # no browser works here
+    assert r.returncode == 0 and "/?token=" in r.stdout
+    assert "no browser to open here: copy the link above" in r.stderr
     # A port that is taken: the UI says so, and `aos ui` passes it on.
     port = int(link.split(":")[2].split("/")[0])
     assert aos("stop").returncode == 0

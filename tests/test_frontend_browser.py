@@ -341,3 +341,26 @@ async def test_fork_show_all_output_and_find_a_session(kernel: Any, model: Scrip
     await page.get_by_label("Find a session").fill(first[-6:])
     await expect(page.locator("#sessions button")).to_have_count(1)
     await expect(page.locator("#sessions button")).to_contain_text(first)
+
+
+async def test_every_page_fits_a_phone_screen(kernel: Any, model: ScriptedModel, page: Any) -> None:
+    """At a phone's width (390 px) nothing scrolls sideways: not the nav, not a long unbroken
+    command or output line, not the tables; every nav button stays on screen."""
+    await page.set_viewport_size({"width": 390, "height": 844})
+    long_word = "x" * 300
+    model.add({"bash": f"echo {long_word}", "text": "a long line"}, {"text": f"done {long_word}"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("print a long line")
+    await page.keyboard.press("Enter")
+    await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
+    overflow = {}
+    for name in ("Chat", "Approvals", "Mission control", "Agents", "Skills", "Usage"):
+        await page.get_by_role("button", name=name, exact=True).click()
+        widths = await page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        if widths[0] > widths[1]:
+            overflow[name] = widths
+        for box in [await b.bounding_box() for b in await page.locator("nav button").all()]:
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
+    assert not overflow, f"pages wider than the screen (scrollWidth, clientWidth): {overflow}"

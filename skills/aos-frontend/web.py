@@ -448,17 +448,22 @@ class UI:
                 "phase": s["phase"],
                 "command": open_calls[-1]["body"]["command"] if open_calls else None,
             }
+        # Messages as their senders recorded them (a2a.sent), and replies where they arrived
+        # (a2a.reply, in the asking agent's session): the conversation both ways.
+        names = {a["id"]: a["name"] for a in agents}
         messages = []
-        for facts in await asyncio.gather(*(tail(s, 0, ["a2a.sent"]) for s in recent)):
+        kinds = ["a2a.sent", "a2a.reply"]
+        for s, facts in zip(recent, await asyncio.gather(*(tail(s, 0, kinds) for s in recent)), strict=True):
             for f in facts[-20:]:
                 b = f["body"]
+                reply = f["kind"] == "a2a.reply"
                 messages.append(
                     {
                         "at": f["created_at"],
                         "from": b.get("from"),
-                        "to": b.get("to"),
+                        "to": [names.get(s["agent_id"], "?")] if reply else b.get("to"),
                         "text": b.get("text"),
-                        "mode": b.get("mode"),
+                        "mode": "reply" if reply else b.get("mode"),
                     }
                 )
         messages.sort(key=lambda m: m["at"], reverse=True)

@@ -1,0 +1,83 @@
+"""The web UI watching two live agents message each other: real dispatches through aos-a2a, the
+scripted model answering each agent from its own queue, Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .rpc import scripted_session
+from .test_a2a import Agents
+from .test_frontend import link, write_config
+from .test_frontend_browser import ARGS, CHROMIUM
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install chromium"),
+    pytest.mark.parametrize("kernel", [{"enable": ["aos-frontend", "aos-a2a"]}], indirect=True),
+]
+
+
+@pytest.fixture
+def agents() -> Iterator[Agents]:
+    a = Agents()
+    with a.model:
+        yield a
+
+
+@pytest.fixture
+def home(agents: Agents) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="aos-home-"))
+    write_config(d, agents.model, 0)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+async def page(kernel: Any) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto((await link(kernel))["link"])
+            yield page
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def test_mission_control_shows_two_agents_messaging_each_other(
+    kernel: Any, agents: Agents, page: Any, rpc: Any
+) -> None:
+    """ada asks bo through `a2a send --wake` (her own bash); bo is woken, answers, and the reply
+    comes back to ada. The page shows the question and the answer, from a chat typed in it."""
+    from playwright.async_api import expect
+
+    for name in ("ada", "bo"):
+        await scripted_session(rpc, agents.model.url, agent=name)
+    agents.add("ada", {"bash": 'a2a send --to bo --wake "is the build green?"'}, {"text": "asked bo"})
+    agents.add("bo", {"bash": "echo green"}, {"text": "yes, green"})
+    await page.reload()
+    await page.locator("#agent").select_option(label="ada")
+    await page.get_by_role("button", name="New session").click()
+    await page.wait_for_selector("#sessions button[aria-current]")
+    await page.get_by_label("Message").fill("ask bo about the build")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#transcript .card .cmd").first).to_contain_text("a2a send --to bo --wake")
+    await page.get_by_role("button", name="Mission control").click()
+    feed = page.locator("#a2a-feed li")
+    await expect(feed.filter(has_text="ada → bo")).to_contain_text("is the build green?", timeout=30_000)
+    await expect(feed.filter(has_text="bo → ada")).to_contain_text("yes, green", timeout=30_000)
+    await expect(feed.filter(has_text="bo → ada")).to_contain_text("(reply)")
+    # Both agents are shown, each with its model calls of today.
+    for name in ("ada", "bo"):
+        card = page.locator(".agent-card", has_text=name)
+        await expect(card.locator(".usage")).to_contain_text("2 model calls", timeout=30_000)
