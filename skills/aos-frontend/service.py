@@ -35,8 +35,14 @@ def _bind(port: int) -> socket.socket:
 
 
 #: Kernel events the UI passes on to open pages (rare ones: not every step's).
-EVENTS = {"approval.requested": "approval", "approval.resolved": "approval", "dispatch.after": "dispatch"}
-FIELDS = ("agent_id", "session_id", "dispatch_id", "approval_id", "decision", "status")
+EVENTS = {
+    "approval.requested": "approval",
+    "approval.resolved": "approval",
+    "dispatch.after": "dispatch",
+    # Rare, and what the Skills page shows: a folder dropped in or removed, a service's state.
+    **{f"skill.{e}": "skill" for e in ("loaded", "removed", "started", "stopped", "crashed")},
+}
+FIELDS = ("agent_id", "session_id", "dispatch_id", "approval_id", "decision", "status", "skill")
 
 
 @define_service

@@ -490,6 +490,7 @@ events.addEventListener("approval", (e) => {
   refreshMission();
 });
 events.addEventListener("dispatch", () => { refreshMission(); if (!$("chat").hidden) loadSessions(); });
+events.addEventListener("skill", () => { if (!$("skills").hidden) loadSkills().catch((e) => banner(e.message)); });
 setInterval(refreshApprovals, 30000);
 setInterval(refreshMission, 2000);
 refreshApprovals();

@@ -58,6 +58,7 @@ HOOKS: dict[str, HookClass] = {
     "session.created": "event",
     "session.archived": "event",
     "skill.loaded": "event",
+    "skill.removed": "event",
     "skill.started": "event",
     "skill.stopped": "event",
     "skill.crashed": "event",

@@ -250,8 +250,10 @@ class Kernel:
             diff = self.skills.scan()
             self.enabled_cache.clear()
             await self.services.sync(diff["changed"])
-        for name in diff["added"]:
+        for name in [*diff["added"], *diff["changed"]]:
             self.hooks.event("skill.loaded", {"skill": name})
+        for name in diff["removed"]:
+            self.hooks.event("skill.removed", {"skill": name})
         if any(diff.values()):
             log.info("skills.reloaded", **diff)
         return diff

@@ -1,5 +1,6 @@
-"""The web UI watching two live agents message each other: real dispatches through aos-a2a, the
-scripted model answering each agent from its own queue, Debian's Chromium driven by Playwright."""
+"""The web UI following what happens without a reload: two live agents messaging each other
+through aos-a2a (the scripted model answering each from its own queue), and a skill folder
+dropped into a skill root (hot reload on). Debian's Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from .test_frontend_browser import ARGS, CHROMIUM
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install chromium"),
-    pytest.mark.parametrize("kernel", [{"enable": ["aos-frontend", "aos-a2a"]}], indirect=True),
+    pytest.mark.parametrize(
+        "kernel", [{"enable": ["aos-frontend", "aos-a2a"], "watch": True}], indirect=True
+    ),
 ]
 
 
@@ -81,3 +84,21 @@ async def test_mission_control_shows_two_agents_messaging_each_other(
     for name in ("ada", "bo"):
         card = page.locator(".agent-card", has_text=name)
         await expect(card.locator(".usage")).to_contain_text("2 model calls", timeout=30_000)
+
+
+async def test_a_skill_folder_dropped_in_shows_on_the_open_skills_page(kernel: Any, page: Any) -> None:
+    """The Skills page is open; a person drops a folder into a skill root. The kernel's watcher
+    loads it, the page hears the event and lists it; taking the folder out removes it again."""
+    from playwright.async_api import expect
+
+    await page.get_by_role("button", name="Skills").click()
+    rows = page.locator("#skill-rows tr")
+    await expect(rows.filter(has_text="aos-frontend")).to_have_count(1)
+    folder = kernel.paths.home / "skills" / "weather-notes"
+    folder.mkdir(parents=True)
+    (folder / "SKILL.md").write_text(
+        "---\nname: weather-notes\ndescription: Notes on reading weather reports.\n---\nRead the sky.\n"
+    )
+    await expect(rows.filter(has_text="weather-notes")).to_have_count(1, timeout=20_000)
+    shutil.rmtree(folder)
+    await expect(rows.filter(has_text="weather-notes")).to_have_count(0, timeout=20_000)
