@@ -534,13 +534,14 @@ async def test_step_limit(rpc: RpcConnection, kernel: Any, sid: str, model: Scri
     assert end(facts)["status"] == "max_steps" and len(model.requests) == 2
 
 
-async def test_second_dispatch_on_a_busy_session_gets_session_busy(
+async def test_second_dispatch_on_a_busy_session_gets_session_busy_when_it_asks_to(
     rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
 ) -> None:
+    """``if_busy: refuse`` (the default steers it in: see test_steering.py)."""
     model.add({"delay": 0.5, "text": "slow answer"}, {"text": "second"})
     first = await call(rpc, "session.dispatch", {"session": sid, "message": "one"})
     with pytest.raises(SessionBusy, match="busy"):
-        await call(rpc, "session.dispatch", {"session": sid, "message": "two"})
+        await call(rpc, "session.dispatch", {"session": sid, "message": "two", "if_busy": "refuse"})
     with pytest.raises(SessionBusy):
         await call(rpc, "session.append", {"session": sid, "body": "admin write during a dispatch"})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 10)

@@ -350,3 +350,36 @@ def test_a_restart_right_after_an_approval_never_asks_twice(
         assert ran == "approved\n"
     else:  # killed while it may have been running: recorded as such, never re-run
         assert results[0]["outcome"] in ("unknown", "interrupted") and ran in ("", "approved\n")
+
+
+def test_send_to_an_agent_steers_or_queues_and_a_queued_message_survives_a_restart(
+    aos: Any, home: Path, model: ScriptedModel
+) -> None:
+    """`aos send <agent>` goes to its latest session. While it works, a message joins the running
+    dispatch; with --queue it waits for a dispatch of its own, and that holds across a daemon
+    restart (the running dispatch is cut off by the stop; the queued one runs after the start)."""
+    gate = workspace(home) / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"cat {gate}"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    r = aos("send", "alice", "wait at the gate")
+    assert r.returncode == 0 and f"in session {sid}" in r.stdout, r.stdout + r.stderr
+    follow_until(home, sid, 0, "tool.started")
+    r = aos("send", "alice", "also note the time")
+    assert r.returncode == 0 and "reads it at its next step" in r.stdout, r.stdout + r.stderr
+    r = aos("send", "alice", "then write the report", "--queue", "--json")
+    queued = json.loads(r.stdout)
+    assert queued["delivery"] == "queued" and queued["session_id"] == sid
+    assert aos("stop").returncode == 0  # the running dispatch is interrupted; the queue stays
+    model.add({"text": "report written"})
+    assert aos("start").returncode == 0
+    facts = follow_until(home, sid, 0, "dispatch.end")
+    while not (
+        facts[-1]["kind"] == "dispatch.end" and facts[-1]["meta"]["dispatch_id"] == queued["dispatch_id"]
+    ):
+        facts += follow_until(home, sid, facts[-1]["seq"], "dispatch.end")
+    assert facts[-1]["body"]["status"] == "done"
+    users = [f["body"]["text"] for f in facts if f["kind"] == "message" and f["role"] == "user"]
+    assert users == ["wait at the gate", "also note the time", "then write the report"]
+    assert model.requests[-1]["messages"][-1] == {"role": "user", "content": "then write the report"}

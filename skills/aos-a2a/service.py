@@ -214,7 +214,11 @@ async def pending_wakes(session: str) -> list[dict[str, Any]]:
 async def start_wake(session: str, msg: dict[str, Any]) -> dict[str, Any]:
     meta = {"a2a": {k: msg[k] for k in ("id", "from", "from_session", "hops", "origin") if k in msg}}
     return dict(
-        await kernel().call("session.dispatch", {"session": session, "message": wake_text(msg), "meta": meta})
+        await kernel().call(
+            "session.dispatch",
+            # Busy: this service keeps its own queue (a reply is routed per woken dispatch).
+            {"session": session, "message": wake_text(msg), "meta": meta, "if_busy": "refuse"},
+        )
     )
 
 

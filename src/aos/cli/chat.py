@@ -122,25 +122,47 @@ def subscribe(c: SyncClient, session: str) -> None:
     c.set_timeout(None)
 
 
+def target_session(c: SyncClient, target: str, *, new: bool = False) -> tuple[str, dict[str, Any]]:
+    """The session a message to ``target`` goes to, and its agent: a session id as it is; an
+    agent's latest active session, or a new one (always, with ``new``)."""
+    if target.startswith("se_"):
+        session = c.call("session.get", {"session": target})
+        return target, c.call("agent.get", {"agent": session["agent_id"]})
+    agent = c.call("agent.get", {"agent": target})
+    if not new:
+        recent = c.call("session.list", {"agent": agent["id"], "limit": 1})["sessions"]
+        if recent:
+            return str(recent[0]["id"]), agent
+    return str(c.call("session.create", {"agent": agent["id"]})["id"]), agent
+
+
 def cmd_send(args: argparse.Namespace, paths: Paths) -> int:
     with connect(paths) as c:
+        session, agent = target_session(c, args.target, new=args.new)
+        params = {"session": session, "message": args.text, "if_busy": "queue" if args.queue else "steer"}
         if not args.wait:
-            started = c.call("session.dispatch", {"session": args.session, "message": args.text})
+            started = c.call("session.dispatch", params)
             if args.json:
                 emit_json(started)
             else:
-                echo(
-                    f"dispatched {started['dispatch_id']}; follow it with: aos history {args.session} --follow"
-                )
+                echo(_delivered(started, agent["name"]))
             return EXIT_OK
-        session = c.call("session.get", {"session": args.session})
-        agent = c.call("agent.get", {"agent": session["agent_id"]})
-        subscribe(c, args.session)
-        dispatch_id = c.call("session.dispatch", {"session": args.session, "message": args.text})[
-            "dispatch_id"
-        ]
-        end = follow_dispatch(c, args.session, dispatch_id, Render(agent["name"]), json_out=args.json)
+        subscribe(c, session)
+        started = c.call("session.dispatch", params)
+        if not args.json and started["delivery"] != "started":
+            echo(_delivered(started, agent["name"]))
+        end = follow_dispatch(c, session, started["dispatch_id"], Render(agent["name"]), json_out=args.json)
     return EXIT_OK if end.get("status") == "done" else EXIT_ERROR
+
+
+def _delivered(started: dict[str, Any], agent: str) -> str:
+    """What became of a message sent, for people."""
+    did, sid = started["dispatch_id"], started["session_id"]
+    if started["delivery"] == "steered":
+        return f"{agent} is working on {sid}: your message joins dispatch {did}; it reads it at its next step"
+    if started["delivery"] == "queued":
+        return f"{agent} is working on {sid}: dispatch {did} runs your message when it is done"
+    return f"dispatched {did} in session {sid}; follow it with: aos history {sid} --follow"
 
 
 def cmd_interrupt(args: argparse.Namespace, paths: Paths) -> int:

@@ -102,10 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--after", type=int, default=0, help="start after this seq (default 0: everything)")
     h.set_defaults(func=cmd_history)
 
-    x = sub.add_parser("send", parents=[common], help="send a message to a session (runs the agent)")
-    x.add_argument("session")
+    x = sub.add_parser(
+        "send",
+        parents=[common],
+        help="send a message to an agent or a session (runs the agent)",
+        description="Send a message. To an agent's name: its latest session (a new one if it has none)."
+        " While the agent works on that session, the message is steered into the running dispatch"
+        " (it reads it at its next step) unless --queue makes it the next dispatch instead.",
+    )
+    x.add_argument("target", metavar="AGENT_OR_SESSION", help="an agent's name or id, or a session id (se_…)")
     x.add_argument("text")
     x.add_argument("--wait", action="store_true", help="stream the reply until the dispatch ends")
+    x.add_argument(
+        "--queue", action="store_true", help="while the agent works: run this after, as a dispatch of its own"
+    )
+    x.add_argument("--new", action="store_true", help="to an agent: start a new session for it")
     x.set_defaults(func=cmd_send)
 
     x = sub.add_parser("chat", help="talk to an agent interactively")

@@ -244,6 +244,20 @@ class LeaseStore(StoreBase):
             (session_id, dispatch_id),
         )
 
+    async def queued_messages(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """``message.queued`` facts whose dispatch never started (no dispatch row, no
+        ``message.unqueued``), oldest first; of one session, or of all."""
+        where = "AND q.session_id = %s" if session_id is not None else ""
+        return await self._all(
+            f"SELECT {', '.join('q.' + c for c in _FACT_COLS.split(', '))} FROM history q"
+            " WHERE q.kind = 'message.queued' " + where + " AND NOT EXISTS"
+            " (SELECT 1 FROM dispatches d WHERE d.id = q.meta->>'queued_for') AND NOT EXISTS"
+            " (SELECT 1 FROM history u WHERE u.session_id = q.session_id AND u.kind = 'message.unqueued'"
+            "  AND u.meta->>'queued_for' = q.meta->>'queued_for')"
+            " ORDER BY q.session_id, q.seq",
+            (session_id,) if session_id is not None else (),
+        )
+
     # -- approvals -----------------------------------------------------------------------------
 
     async def create_approval(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -92,7 +92,9 @@ async def content_search(k: Kernel, ctx: CallContext, p: m.ContentSearch) -> m.C
 
 
 async def session_dispatch(k: Kernel, ctx: CallContext, p: m.SessionDispatch) -> m.DispatchStarted:
-    return m.DispatchStarted.model_validate(await k.dispatcher.start(p.session, p.message, p.meta))
+    return m.DispatchStarted.model_validate(
+        await k.dispatcher.start(p.session, p.message, p.meta, if_busy=p.if_busy)
+    )
 
 
 async def session_interrupt(k: Kernel, ctx: CallContext, p: m.SessionInterrupt) -> m.InterruptResult:

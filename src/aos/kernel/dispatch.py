@@ -29,6 +29,7 @@ from .approvals import Approvals
 from .hooks import Ask, HookBus, Reject
 from .recovery import Recovery
 from .specs import Specs
+from .steering import Steering
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -60,6 +61,7 @@ class Dispatcher:
         self.specs = Specs(kernel)
         self.approvals = Approvals(self.store, hooks)
         self.recovery = Recovery(self)
+        self.steering = Steering(self)
         self._background: asyncio.Task[None] | None = None
         #: Set when the daemon stops: no new dispatch is accepted after it.
         self._closing = False
@@ -73,30 +75,53 @@ class Dispatcher:
 
     # -- start ---------------------------------------------------------------------------------
 
-    async def start(self, session_id: str, text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq}`` at once.
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def start(
+        self,
+        session_id: str,
+        text: str,
+        meta: dict[str, Any] | None = None,
+        *,
+        if_busy: str = "steer",
+        dispatch_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq, delivery}`` at once.
+
+        While a dispatch of the session runs, ``if_busy`` says what becomes of the message:
+        ``steer`` it into that dispatch, ``queue`` it for a dispatch of its own after it, or
+        ``refuse`` it (``session_busy``); see :mod:`.steering`.
 
         Raises:
             Unavailable: the daemon is stopping (a dispatch started now would be cut off at once).
         """
         if self._closing:
             raise Unavailable("the daemon is stopping: dispatch again once it is back")
+        running = self.units.get(session_id)
+        if running is not None and not running.ending and if_busy != "refuse":
+            if if_busy == "queue":
+                return await self.steering.enqueue(session_id, text, meta)
+            return await self.steering.steer(running, text, meta)
         self._starting += 1
         try:
-            return await self._start(session_id, text, meta)
+            return await self._start(session_id, text, meta, dispatch_id)
         finally:
             self._starting -= 1
             if not self._starting:
                 self._started.set()
 
-    async def _start(self, session_id: str, text: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+    async def _start(
+        self, session_id: str, text: str, meta: dict[str, Any] | None, dispatch_id: str | None
+    ) -> dict[str, Any]:
         session = await self.store.get_session(session_id)
         agent = await self.store.get_agent(session["agent_id"])
         if agent["status"] != "active":
             raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
         if session["status"] != "active":
             raise Archived(f"session {session_id} is archived", session=session_id)
-        dispatch_id = new_id("di")
+        dispatch_id = dispatch_id or new_id("di")
         ids = {"agent_id": agent["id"], "session_id": session_id, "dispatch_id": dispatch_id}
         gate = await self.hooks.gate("dispatch.before", ids, {"message": text})
         if isinstance(gate, Reject | Ask):
@@ -137,7 +162,13 @@ class Dispatcher:
         unit.journal.keys = 1  # the input took the first key
         unit.spec.input_seq, unit.spec.input_meta = seq, meta or {}
         self._launch(unit, owner, resume=False)
-        return {"dispatch_id": dispatch_id, "session_id": session_id, "epoch": epoch, "seq": seq}
+        return {
+            "dispatch_id": dispatch_id,
+            "session_id": session_id,
+            "epoch": epoch,
+            "seq": seq,
+            "delivery": "started",
+        }
 
     def _launch(self, unit: ReActUnit, owner: str, *, resume: bool) -> None:
         unit.spec.owner = owner
@@ -192,6 +223,7 @@ class Dispatcher:
             },
         )
         log.info("dispatch.ended", dispatch=spec.dispatch_id, status=status, steps=spec.steps)
+        self.steering.after_dispatch(spec.session_id)
 
     async def end(self, unit: ReActUnit, status: str, facts: list[dict[str, Any]]) -> bool:
         """Write a unit's last facts, close its dispatch row and give its lease back, in one
@@ -268,6 +300,7 @@ class Dispatcher:
         if killed:
             log.warning("recovery.killed_leftover_commands", process_groups=killed)
         await self.recover()
+        await self.steering.resume()  # queued messages whose dispatch never began
         self._background = asyncio.create_task(self._recovery_loop(), name="recovery")
 
     async def recover(self) -> list[str]:
@@ -294,6 +327,7 @@ class Dispatcher:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
+        await self.steering.close()
         for sid, unit in list(self.units.items()):
             if unit.spec.dispatch_id in self.approvals.waiting:
                 task = self._tasks.get(sid)

@@ -341,13 +341,23 @@ class SessionDispatch(Params):
     meta: dict[str, Any] | None = Field(
         default=None, description="stored in the message fact's meta (who sent it and why)"
     )
+    if_busy: Literal["steer", "queue", "refuse"] = Field(
+        default="steer",
+        description="while a dispatch runs: steer the message into it (read at its next step), queue"
+        " it for a dispatch of its own after it, or refuse it (session_busy)",
+    )
 
 
 class DispatchStarted(Result):
-    dispatch_id: str
+    dispatch_id: str = Field(description="the dispatch that answers the message (started, running or queued)")
     session_id: str
     epoch: int
-    seq: int = Field(description="seq of the user message fact")
+    seq: int = Field(description="seq of the message's fact (message, or message.queued)")
+    delivery: Literal["started", "steered", "queued"] = Field(
+        default="started",
+        description="started: a new dispatch; steered: into the running one, read at its next step;"
+        " queued: its dispatch starts after the running one",
+    )
 
 
 class SessionInterrupt(Params):

@@ -245,6 +245,10 @@ class ReActUnit:
         }
         meta = {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason}
         self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
+        if not reply.tool_calls and self.dispatcher.steering.unread(self):
+            # A person wrote while the model answered: it reads that before the dispatch ends.
+            self.journal.append_soon("message", "assistant", body, meta)
+            return False
         if not reply.tool_calls:
             # The final answer is committed with the dispatch's end (one commit, see finish).
             self._final = self.journal.fact("message", "assistant", body, meta)

@@ -1,0 +1,193 @@
+"""Messages sent while a dispatch runs: steered into it (the default), queued after it, or
+refused; through real dispatches, real bash and the scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos_sdk.connection import RpcConnection, open_connection
+from aos_sdk.testing import ScriptedModel
+
+from .rpc import call
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+@pytest.fixture
+async def sid(rpc: RpcConnection, model: ScriptedModel, tmp_path: Path) -> AsyncIterator[str]:
+    (tmp_path / "ws").mkdir()
+    await call(
+        rpc,
+        "agent.create",
+        {
+            "name": "alice",
+            "model": "openai/scripted",
+            "workspace": str(tmp_path / "ws"),
+            "settings": {"model_params": {"api_base": model.url, "api_key": "test-key"}},
+        },
+    )
+    yield (await call(rpc, "session.create", {"agent": "alice"}))["id"]
+
+
+class Follow:
+    """The session's facts as a subscriber sees them."""
+
+    def __init__(self) -> None:
+        self.facts: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+
+    def on_note(self, note: Any) -> None:
+        self.facts.append(note.params["fact"])
+        self._new.set()
+
+    async def until(self, pred: Any, timeout: float = 30) -> dict[str, Any]:
+        async def wait() -> dict[str, Any]:
+            seen = 0
+            while True:
+                for f in self.facts[seen:]:
+                    if pred(f):
+                        return f
+                seen = len(self.facts)
+                self._new.clear()
+                await self._new.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_a_message_sent_while_it_works_reaches_the_agent_at_its_next_step(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"cat {gate}"}, {"text": "checked the README too"})
+    follow = Follow()
+    async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+        await sub.call("history.subscribe", {"session": sid})
+        first = await call(rpc, "session.dispatch", {"session": sid, "message": "look at the code"})
+        await follow.until(lambda f: f["kind"] == "tool.started")
+        steered = await call(rpc, "session.dispatch", {"session": sid, "message": "also check the README"})
+        assert steered["delivery"] == "steered" and steered["dispatch_id"] == first["dispatch_id"]
+        await asyncio.to_thread(gate.write_text, "done\n")  # let the command finish
+        end = await follow.until(lambda f: f["kind"] == "dispatch.end")
+    assert end["body"]["status"] == "done" and end["body"]["steps"] == 2
+    fact = await call(rpc, "history.get", {"session": sid, "seq": steered["seq"]})
+    assert fact["kind"] == "message" and fact["role"] == "user"
+    assert fact["meta"]["steer"] is True and fact["meta"]["dispatch_id"] == first["dispatch_id"]
+    # The second model call saw it after the command's result.
+    second = model.requests[1]["messages"]
+    assert second[-1] == {"role": "user", "content": "also check the README"}
+    assert second[-2]["role"] == "tool" and second[-2]["content"].startswith("done")
+
+
+async def test_a_message_sent_while_the_model_gives_its_final_answer_is_still_answered(
+    rpc: RpcConnection, kernel: Any, sid: str, tmp_path: Path
+) -> None:
+    """The model's final answer is on its way when the person writes: the dispatch does not end
+    on it, but takes one more step that reads the message."""
+    answering = threading.Event()
+    steered = threading.Event()
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        if not answering.is_set():
+            answering.set()
+            assert steered.wait(30), "the test never steered"
+            return {"text": "all done"}
+        return {"text": "and the tests pass too"}
+
+    with ScriptedModel(respond=respond) as model:
+        await call(
+            rpc,
+            "agent.update",
+            {"agent": "alice", "settings": {"model_params": {"api_base": model.url, "api_key": "k"}}},
+        )
+        follow = Follow()
+        async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+            await sub.call("history.subscribe", {"session": sid})
+            await call(rpc, "session.dispatch", {"session": sid, "message": "fix it"})
+            await asyncio.to_thread(answering.wait, 30)
+            res = await call(rpc, "session.dispatch", {"session": sid, "message": "run the tests as well"})
+            steered.set()
+            end = await follow.until(lambda f: f["kind"] == "dispatch.end")
+        assert res["delivery"] == "steered"
+        assert end["body"]["status"] == "done" and end["body"]["steps"] == 2
+        answers = [
+            f["body"]["text"] for f in follow.facts if f["kind"] == "message" and f["role"] == "assistant"
+        ]
+        assert answers == ["all done", "and the tests pass too"]
+        assert model.requests[1]["messages"][-1] == {"role": "user", "content": "run the tests as well"}
+
+
+async def test_a_queued_message_starts_its_own_dispatch_when_the_running_one_ends(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"cat {gate}"}, {"text": "first done"}, {"text": "second done"})
+    follow = Follow()
+    async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+        await sub.call("history.subscribe", {"session": sid})
+        first = await call(rpc, "session.dispatch", {"session": sid, "message": "one"})
+        await follow.until(lambda f: f["kind"] == "tool.started")
+        queued = await call(
+            rpc, "session.dispatch", {"session": sid, "message": "then two", "if_busy": "queue"}
+        )
+        assert queued["delivery"] == "queued" and queued["dispatch_id"] != first["dispatch_id"]
+        await asyncio.to_thread(gate.write_text, "ok\n")
+        mine = queued["dispatch_id"]
+        end = await follow.until(lambda f: f["kind"] == "dispatch.end" and f["meta"]["dispatch_id"] == mine)
+    assert end["body"]["status"] == "done"
+    firsts = [f for f in follow.facts if f["kind"] == "dispatch.end"]
+    assert [f["meta"]["dispatch_id"] for f in firsts] == [first["dispatch_id"], mine]
+    # The queued message was not shown to the first dispatch; it is the second one's input.
+    assert all("then two" not in str(m) for m in model.requests[1]["messages"])
+    inputs = [f for f in follow.facts if f["kind"] == "message" and f["role"] == "user"]
+    assert inputs[-1]["body"]["text"] == "then two" and inputs[-1]["meta"]["queued_seq"] == queued["seq"]
+    # Its dispatch is not started twice: nothing is left queued.
+    assert await kernel.store.queued_messages(sid) == []
+
+
+async def test_a_queued_message_that_cannot_start_says_why_and_the_next_one_runs(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    from aos.kernel.hooks import HookHandler
+
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"cat {gate}"}, {"text": "first done"}, {"text": "third done"})
+
+    async def no_secrets(_: dict[str, Any], out: dict[str, Any]) -> Any:
+        if "password" in out["message"]:
+            return {"verdict": "reject", "reason": "no passwords in messages"}
+        return out
+
+    kernel.kernel.hooks.register(HookHandler("dispatch.before", "test-gate", no_secrets))
+    follow = Follow()
+    async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+        await sub.call("history.subscribe", {"session": sid})
+        await call(rpc, "session.dispatch", {"session": sid, "message": "one"})
+        await follow.until(lambda f: f["kind"] == "tool.started")
+        queued = [
+            await call(rpc, "session.dispatch", {"session": sid, "message": text, "if_busy": "queue"})
+            for text in ("the password is hunter2", "three")
+        ]
+        await asyncio.to_thread(gate.write_text, "ok\n")
+        unqueued = await follow.until(lambda f: f["kind"] == "message.unqueued")
+        third = queued[1]["dispatch_id"]
+        end = await follow.until(lambda f: f["kind"] == "dispatch.end" and f["meta"]["dispatch_id"] == third)
+    assert "no passwords in messages" in unqueued["body"]["reason"]
+    assert unqueued["meta"]["queued_for"] == queued[0]["dispatch_id"]
+    assert end["body"]["status"] == "done"
+    texts = [f["body"]["text"] for f in follow.facts if f["kind"] == "message" and f["role"] == "user"]
+    assert texts == ["one", "three"]
+    assert await kernel.store.queued_messages(sid) == []
