@@ -16,11 +16,11 @@ _CACHE_S = 5.0
 _agent_rules: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
 
-async def rules_for(agent_id: str) -> dict[str, list[str]]:
-    """The agent's own rules (settings.guard), cached for a few seconds."""
+async def rules_for(agent_id: str, *, fresh: bool = False) -> dict[str, list[str]]:
+    """The agent's own rules (settings.guard), cached for a few seconds (``fresh``: read now)."""
     now = time.monotonic()
     hit = _agent_rules.get(agent_id)
-    if hit is not None and now - hit[0] < _CACHE_S:
+    if hit is not None and now - hit[0] < _CACHE_S and not fresh:
         return hit[1]
     assert service.kernel is not None
     agent = await service.kernel.call("agent.get", {"agent": agent_id})
@@ -43,12 +43,20 @@ def matches(patterns: list[str], command: str) -> bool:
 @define_service
 def service() -> dict[str, Any]:
     async def guard(input_data: dict[str, Any], output_data: dict[str, Any]) -> Any:
+        verdict = await decide(input_data, output_data, fresh=False)
+        if verdict is not output_data and input_data.get("agent_id"):
+            # Refusing or asking is the rare path: judge it again on the agent's rules as they
+            # are now, so a rule a person just added ("always allow") holds at once.
+            verdict = await decide(input_data, output_data, fresh=True)
+        return verdict
+
+    async def decide(input_data: dict[str, Any], output_data: dict[str, Any], *, fresh: bool) -> Any:
         command = str(output_data.get("args", {}).get("command", ""))
         cwd = str(output_data.get("cwd") or "/")
         own: dict[str, list[str]] = {"deny": [], "ask": [], "allow": []}
         if input_data.get("agent_id"):
             try:
-                own = await rules_for(str(input_data["agent_id"]))
+                own = await rules_for(str(input_data["agent_id"]), fresh=fresh)
             except AosError:
                 pass  # the defaults still apply
         if matches(own["allow"], command):

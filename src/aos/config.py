@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "lease_ttl_s": 30,
         "max_frame_bytes": 16 * 1024 * 1024,
         "max_in_flight": 64,
+        "keepalive_s": 20,
         "drain_timeout_s": 10,
         "max_format_errors": 3,
         "model_retries": 3,

@@ -177,43 +177,8 @@ def cmd_interrupt(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, paths: Paths) -> int:
-    with connect(paths) as c:
-        agent = c.call("agent.get", {"agent": args.agent})
-        session_id = args.session
-        if session_id is None and not args.new:
-            recent = c.call("session.list", {"agent": agent["id"], "limit": 1})["sessions"]
-            session_id = recent[0]["id"] if recent else None
-        if session_id is None:
-            session_id = c.call("session.create", {"agent": agent["id"], "title": "chat"})["id"]
-            echo(f"new session {session_id} with {agent['name']}")
-        else:
-            echo(f"session {session_id} with {agent['name']} (--new starts a fresh one)")
-        echo("Type a message; Ctrl-C interrupts a reply, Ctrl-D leaves.")
-        render = Render(agent["name"])
+    import asyncio
 
-        def approve(body: dict[str, Any]) -> None:
-            try:
-                answer = input(f"  approve {body['command']!r}? [y/N] ").strip().lower()
-            except EOFError:
-                answer = ""
-            decision = "approve" if answer in ("y", "yes") else "deny"
-            c.call(
-                "approval.resolve",
-                {"approval": body["approval_id"], "decision": decision, "note": "aos chat"},
-            )
+    from .chat_app import run_chat
 
-        subscribe(c, session_id)
-        while True:
-            try:
-                text = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                echo("")
-                return EXIT_OK
-            if not text:
-                continue
-            dispatch_id = c.call("session.dispatch", {"session": session_id, "message": text})["dispatch_id"]
-            try:
-                follow_dispatch(c, session_id, dispatch_id, render, on_approval=approve)
-            except KeyboardInterrupt:
-                echo("")
-                return EXIT_OK
+    return asyncio.run(run_chat(paths, args.agent, args.session, args.new))

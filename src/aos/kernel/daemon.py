@@ -283,6 +283,7 @@ async def _serve(
                 paths.kernel_sock,
                 max_frame_bytes=config.limit("max_frame_bytes"),
                 max_in_flight=config.limit("max_in_flight"),
+                keepalive_s=config.limit("keepalive_s"),
             )
         )
         log.info(

@@ -44,9 +44,13 @@ def _peer(ws: ServerConnection) -> tuple[int, int]:
 class KernelServer:
     """The running socket server plus its live connections (for draining)."""
 
-    def __init__(self, kernel: Kernel, path: Path, *, max_frame_bytes: int, max_in_flight: int) -> None:
+    def __init__(
+        self, kernel: Kernel, path: Path, *, max_frame_bytes: int, max_in_flight: int, keepalive_s: float = 20
+    ) -> None:
         self.kernel = kernel
         self.path = path
+        #: A ping every this many seconds; a client that has not answered one this long is gone.
+        self.keepalive_s = keepalive_s
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.conns: set[RpcConnection] = set()
@@ -97,8 +101,8 @@ class KernelServer:
             self.path,
             max_size=self.max_frame_bytes * 2,
             max_queue=64,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=self.keepalive_s,
+            ping_timeout=self.keepalive_s,
             close_timeout=2,
         )
 
@@ -130,9 +134,11 @@ class KernelServer:
 
 @contextlib.asynccontextmanager
 async def serve_kernel_socket(
-    kernel: Kernel, path: Path, *, max_frame_bytes: int, max_in_flight: int
+    kernel: Kernel, path: Path, *, max_frame_bytes: int, max_in_flight: int, keepalive_s: float = 20
 ) -> AsyncIterator[KernelServer]:
-    server = KernelServer(kernel, path, max_frame_bytes=max_frame_bytes, max_in_flight=max_in_flight)
+    server = KernelServer(
+        kernel, path, max_frame_bytes=max_frame_bytes, max_in_flight=max_in_flight, keepalive_s=keepalive_s
+    )
     await server.start()
     try:
         yield server
