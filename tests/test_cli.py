@@ -184,13 +184,13 @@ def test_refuses_a_database_without_durability(aos: Any, db_url: str) -> None:
 def test_bad_aoscb_json_is_reported(aos: Any, home: Path) -> None:
     (home / "aoscb.json").write_text('{"limits": {"max_steps": "many"}}')
     r = aos("start")
-    assert r.returncode == 1 and "limits.max_steps must be a positive integer" in r.stderr
+    assert r.returncode == 2 and "limits.max_steps must be a positive integer" in r.stderr
     (home / "aoscb.json").write_text("{oops")
     r = aos("start")
-    assert r.returncode == 1 and "aoscb.json: not valid JSON" in r.stderr
+    assert r.returncode == 2 and "aoscb.json: not valid JSON" in r.stderr
     (home / "aoscb.json").write_text('{"model_client": "fast"}')
     r = aos("start")
-    assert r.returncode == 1 and "model_client must be auto or litellm, got 'fast'" in r.stderr
+    assert r.returncode == 2 and "model_client must be auto or litellm, got 'fast'" in r.stderr
 
 
 @pytest.mark.slow
@@ -263,3 +263,79 @@ def test_aos_ui_prints_a_link_that_signs_in_once(aos: Any, home: Path, daemon_en
         assert aos("start").returncode == 0
         r = aos("ui")
         assert r.returncode == 1 and f"port {port}" in r.stderr and "taken" in r.stderr
+
+
+def test_agent_set_changes_an_agent_and_secrets_are_never_shown(
+    aos: Any, home: Path, tmp_path: Path, db_url: str
+) -> None:
+    secret = "sk-live-abcdefghijklmnopqrstuvwxyz012345"
+    assert aos("start").returncode == 0
+    r = aos("agent", "create", "ada", "--instructions-file", "/nonexistent/brief.md")
+    assert r.returncode == 2 and "cannot read --instructions-file /nonexistent/brief.md" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = aos("agent", "create", "ada", "--workspace", "relative/ws")  # from here, not the daemon's /
+    assert r.returncode == 0, r.stderr
+    brief = tmp_path / "brief.md"
+    brief.write_text("Answer in one line.")
+    r = aos(
+        "agent", "set", "ada",
+        "--model", "openai/gpt-x",
+        "--instructions-file", str(brief),
+        "--guard-allow", "^make( |$)",
+        "--guard-ask", "^git push",
+        "--set", f'model_params.api_key="{secret}"',
+        "--set", "model_params.api_base=http://127.0.0.1:9/v1",
+        "--set", "sandbox.network=false",
+    )  # fmt: skip
+    assert r.returncode == 0 and "updated agent ada (revision 2)" in r.stdout, r.stderr
+    shown = json.loads(aos("agent", "show", "ada", "--json").stdout)
+    assert shown["model"] == "openai/gpt-x" and shown["instructions"] == "Answer in one line."
+    assert shown["workspace"] == str(Path.cwd() / "relative" / "ws")
+    assert shown["settings"]["guard"] == {"allow": ["^make( |$)"], "ask": ["^git push"]}
+    assert shown["settings"]["sandbox"] == {"network": False}
+    assert shown["settings"]["model_params"] == {"api_key": "***", "api_base": "http://127.0.0.1:9/v1"}
+    for out in (aos("agent", "show", "ada").stdout, aos("agent", "list", "--json").stdout):
+        assert secret not in out and "***" in out
+    # A client that sends back what it read (*** and all) keeps the key; --unset removes a setting.
+    r = aos("call", "agent.update", json.dumps({"agent": "ada", "settings": shown["settings"]}))
+    assert r.returncode == 0 and secret not in r.stdout
+    assert aos("agent", "set", "ada", "--unset", "sandbox").returncode == 0
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT settings FROM agents WHERE name = 'ada'").fetchone()[0]
+    assert stored["model_params"]["api_key"] == secret and "sandbox" not in stored
+    r = aos("agent", "set", "ada", "--guard-deny", "([")
+    assert r.returncode == 2 and "is not a regular expression" in r.stderr
+    assert aos("agent", "set", "ada").returncode == 2, "nothing to change"
+
+
+def test_an_archived_agent_is_restored_by_name(aos: Any, home: Path) -> None:
+    assert aos("start").returncode == 0
+    assert aos("agent", "create", "bo").returncode == 0
+    assert aos("agent", "archive", "bo").returncode == 0
+    r = aos("agent", "create", "bo")
+    assert r.returncode == 1 and "`aos agent restore bo` brings it back" in r.stderr
+    r = aos("agent", "restore", "bo")
+    assert r.returncode == 0 and "restored agent bo" in r.stdout
+    assert json.loads(aos("agent", "show", "bo", "--json").stdout)["status"] == "active"
+    r = aos("agent", "restore", "bo")
+    assert r.returncode == 1 and "is not archived" in r.stderr
+
+
+def test_a_bad_aoscb_json_is_a_usage_error_and_misspelt_keys_are_named(aos: Any, home: Path) -> None:
+    config = home / "aoscb.json"
+    saved = config.read_text()
+    config.write_text('{"model": "x",\n "limits": {"max_steps": 3}')
+    r = aos("start")
+    assert r.returncode == 2 and "aoscb.json: not valid JSON (line 2" in r.stderr, r.stderr
+    config.write_text(
+        json.dumps({**json.loads(saved), "modle": "openai/typo", "limits": {"max_stepz": 3}, "myskill": {}})
+    )
+    # $AOS_HOME/.env is read too (the environment and the checkout's .env still win).
+    (home / ".env").write_text("AOS_MODEL=openai/from-home-env\n")
+    r = aos("start")
+    assert r.returncode == 0, r.stderr
+    assert "unknown key 'modle' (did you mean 'model'?)" in r.stderr
+    assert "unknown key limits.'max_stepz' (did you mean 'max_steps'?)" in r.stderr
+    assert "myskill" not in r.stderr, "a skill's own section is not a mistake"
+    shown = json.loads(aos("call", "system.config", "{}").stdout)
+    assert shown["config"]["model"] == "openai/from-home-env"

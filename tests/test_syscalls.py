@@ -72,6 +72,14 @@ async def test_agent_lifecycle(rpc: RpcConnection) -> None:
         await call(rpc, "agent.update", {"agent": "bob", "model": "x"})
     with pytest.raises(NotFound, match="no agent 'carol'"):
         await call(rpc, "agent.get", {"agent": "carol"})
+    # An archived agent's name: restored, not taken again; its sessions stay archived.
+    with pytest.raises(Conflict, match="agent restore bob"):
+        await call(rpc, "agent.create", {"name": "bob"})
+    restored = await call(rpc, "agent.restore", {"agent": "bob"})
+    assert restored["status"] == "active" and restored["revision"] == archived["revision"] + 1
+    assert (await call(rpc, "session.get", {"session": s["id"]}))["status"] == "archived"
+    with pytest.raises(Conflict, match="is not archived"):
+        await call(rpc, "agent.restore", {"agent": "bob"})
 
 
 async def test_agent_name_is_validated(rpc: RpcConnection) -> None:

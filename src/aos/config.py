@@ -138,6 +138,8 @@ class Config:
 
     data: dict[str, Any]
     sources: list[str] = field(default_factory=list)
+    #: Keys that look misspelt (see :func:`unknown_keys`): said at start, never fatal.
+    warnings: list[str] = field(default_factory=list)
 
     def get(self, dotted: str) -> Any:
         """A value by dotted path, e.g. ``limits.max_frame_bytes``."""
@@ -178,18 +180,56 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Sections whose keys AOS knows in full: any other key there is a mistake.
+_CLOSED = ("limits", "skills", "context", "a2a", "ui", "sandbox", "sandbox.limits")
+
+
+def unknown_keys(data: dict[str, Any], where: str) -> list[str]:
+    """Warnings for keys of ``data`` (one file's ``aoscb.json``) that AOS does not read.
+
+    Inside the sections AOS owns (``limits``, ``sandbox``, …) every unknown key is one. At the
+    top level only a near miss of a known key is (``"modle"``): other top-level keys may belong
+    to a skill, which reads its own section through ``system.config``.
+    """
+    import difflib
+
+    out = []
+    for key in data:
+        if key not in DEFAULTS:
+            near = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.8)
+            if near:
+                out.append(f"{where}: unknown key {key!r} (did you mean {near[0]!r}?)")
+    for section in _CLOSED:
+        have: Any = data
+        known: Any = DEFAULTS
+        for part in section.split("."):
+            have = have.get(part) if isinstance(have, dict) else None
+            known = known.get(part) if isinstance(known, dict) else None
+        if not isinstance(have, dict) or not isinstance(known, dict):
+            continue
+        for key in have:
+            if key not in known:
+                near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+                hint = f" (did you mean {near[0]!r}?)" if near else f"; known: {', '.join(known)}"
+                out.append(f"{where}: unknown key {section}.{key!r}{hint}")
+    return out
+
+
 def load_config(paths: Paths) -> Config:
     """Defaults, then the checkout's ``aoscb.json``, then ``$AOS_HOME/aoscb.json``, then env."""
     data = dict(DEFAULTS)
     sources = ["defaults"]
+    warnings: list[str] = []
     for path in (CHECKOUT / "aoscb.json", paths.user_config):
         if path.exists():
-            data = _merge(data, _read(path))
+            layer = _read(path)
+            warnings += unknown_keys(layer, str(path))
+            data = _merge(data, layer)
             sources.append(str(path))
     if os.environ.get("AOS_MODEL"):
         data["model"] = os.environ["AOS_MODEL"]
         sources.append("AOS_MODEL")
-    cfg = Config(data, sources)
+    cfg = Config(data, sources, warnings)
     for name in DEFAULTS["limits"]:
         cfg.limit(name)
     if data.get("model_client") not in ("auto", "litellm"):
@@ -203,10 +243,11 @@ def load_config(paths: Paths) -> Config:
     return cfg
 
 
-def load_dotenv() -> None:
-    """Read ``.env`` from the checkout (never overriding variables already set)."""
-    env = CHECKOUT / ".env"
-    if env.exists():
-        from dotenv import load_dotenv as _load
+def load_dotenv(paths: Paths | None = None) -> None:
+    """Read ``$AOS_HOME/.env``, then the checkout's ``.env``; a variable already set (in the
+    environment, or by the first file) is never overridden."""
+    for env in ((paths or Paths.from_env()).home / ".env", CHECKOUT / ".env"):
+        if env.is_file():
+            from dotenv import load_dotenv as _load
 
-        _load(env, override=False)
+            _load(env, override=False)

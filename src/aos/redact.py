@@ -25,7 +25,7 @@ import os
 import re
 from typing import Any
 
-__all__ = ["SECRET", "redact", "refresh_secret_values", "scrub_bytes", "scrub_values"]
+__all__ = ["SECRET", "keep_secrets", "redact", "refresh_secret_values", "scrub_bytes", "scrub_values"]
 
 SECRET = "***"
 # Whole key names only: "api_key", "auth_token", "password" are secrets; "prompt_tokens" is not.
@@ -115,3 +115,18 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def keep_secrets(new: Any, old: Any) -> Any:
+    """``new`` (settings a client read redacted and sends back), with each secret left as
+    ``"***"`` replaced by the value stored at the same place in ``old``: a client that edits one
+    setting does not erase a key it was never shown."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        out = {}
+        for k, v in new.items():
+            if v == SECRET and isinstance(k, str) and _KEY_RE.search(k) and k in old:
+                out[k] = old[k]
+            else:
+                out[k] = keep_secrets(v, old.get(k))
+        return out
+    return new

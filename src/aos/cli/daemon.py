@@ -16,6 +16,7 @@ from .output import (
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    EXIT_USAGE,
     duration,
     echo,
     emit_json,
@@ -37,6 +38,15 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     if pid is not None:
         echo(f"aos is already running (pid {pid})")
         return EXIT_OK
+    from ..config import ConfigError, load_config
+
+    try:  # a bad aoscb.json is a usage error, said here rather than from a daemon that exited
+        config = load_config(paths)
+    except ConfigError as exc:
+        fail(str(exc))
+        return EXIT_USAGE
+    for warning in config.warnings:
+        fail(f"warning: {warning}")
     return _start_detached(args, paths)
 
 

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", action="store_true", help="print the JSON lines as stored")
     s.set_defaults(func=cmd_logs)
 
-    a = sub.add_parser("agent", help="create, list, show, archive agents")
+    a = sub.add_parser("agent", help="create, change, list, show, archive agents")
     asub = a.add_subparsers(dest="agent_cmd", required=True, metavar="ACTION")
     x = asub.add_parser("create", parents=[common], help="create an agent")
     x.add_argument("name", help="unique name: lowercase letters, digits, - and _")
@@ -74,12 +74,51 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--instructions", help="standing instructions for the agent")
     x.add_argument("--instructions-file", help="read the instructions from a file")
     x.add_argument("--display-name")
-    x.add_argument("--workspace", help="bash working folder (default $AOS_HOME/workspaces/<name>)")
+    x.add_argument(
+        "--workspace",
+        help="bash working folder (default $AOS_HOME/workspaces/<name>; a relative path is taken from here)",
+    )
+    x = asub.add_parser(
+        "set",
+        parents=[common],
+        help="change an agent: model, instructions, workspace, guard rules, settings",
+        description="Change an agent. Settings are merged: only what you name changes. A secret"
+        " shown as *** keeps its value.",
+    )
+    x.add_argument("agent", help="name or id")
+    x.add_argument("--model", help="litellm model id ('' for aoscb.json's default)")
+    x.add_argument("--instructions", help="standing instructions for the agent")
+    x.add_argument("--instructions-file", help="read the instructions from a file")
+    x.add_argument("--display-name")
+    x.add_argument("--workspace", help="bash working folder (a relative path is taken from here)")
+    for verdict, what in (("allow", "run without asking"), ("ask", "ask a person first"), ("deny", "refuse")):
+        x.add_argument(
+            f"--guard-{verdict}",
+            action="append",
+            default=[],
+            metavar="REGEX",
+            help=f"aos-guard: commands matching this {what} (repeatable; added to the agent's rules)",
+        )
+    x.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a setting by its dotted path, e.g. model_params.api_base='\"http://localhost:8000/v1\"'"
+        " or sandbox.network=false (the value is JSON; a bare word is taken as a string)",
+    )
+    x.add_argument(
+        "--unset", action="append", default=[], metavar="KEY", help="remove a setting (dotted path)"
+    )
     x = asub.add_parser("list", parents=[common], help="list agents")
     x.add_argument("--all", action="store_true", help="include archived agents")
     x = asub.add_parser("show", parents=[common], help="show one agent")
     x.add_argument("agent", help="name or id")
     x = asub.add_parser("archive", parents=[common], help="archive an agent and its sessions")
+    x.add_argument("agent", help="name or id")
+    x = asub.add_parser(
+        "restore", parents=[common], help="make an archived agent active again (its sessions stay archived)"
+    )
     x.add_argument("agent", help="name or id")
     a.set_defaults(func=cmd_agent)
 
@@ -187,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    load_dotenv()
     paths = Paths.from_env()
+    load_dotenv(paths)
     try:
         return int(args.func(args, paths))
     except Unavailable as exc:

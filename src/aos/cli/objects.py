@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,79 @@ from .output import (
 )
 
 
+class UsageError(Exception):
+    """Bad input on the command line: exit code 2, with this message."""
+
+
+def _instructions(args: argparse.Namespace) -> str | None:
+    if args.instructions is not None and args.instructions_file:
+        raise UsageError("give --instructions or --instructions-file, not both")
+    if args.instructions_file:
+        try:
+            return Path(args.instructions_file).read_text()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read --instructions-file {args.instructions_file}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--instructions-file {args.instructions_file} is not UTF-8 text") from None
+    return args.instructions  # type: ignore[no-any-return]
+
+
+def _workspace(path: str | None) -> str | None:
+    """A workspace as the daemon needs it: absolute (a relative one is taken from here, where
+    the person typed it, not from the daemon's own folder)."""
+    if not path:
+        return path
+    return str(Path(path).expanduser().absolute())
+
+
+def _set_path(settings: dict[str, Any], dotted: str, value: Any, *, remove: bool = False) -> None:
+    keys = [k for k in dotted.split(".") if k]
+    if not keys:
+        raise UsageError(f"--set/--unset needs a setting's name, not {dotted!r}")
+    node = settings
+    for k in keys[:-1]:
+        child = node.get(k)
+        if not isinstance(child, dict):
+            if remove:
+                return
+            child = node[k] = {}
+        node = child
+    if remove:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word: a string
+
+
 def cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
+    try:
+        return _cmd_agent(args, paths)
+    except UsageError as exc:
+        if getattr(args, "json", False):
+            emit_json({"error": {"type": "usage", "message": str(exc)}})
+        else:
+            fail(str(exc))
+        return EXIT_USAGE
+
+
+def _cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
+    if args.agent_cmd == "set":
+        return _agent_set(args, paths)
     if args.agent_cmd == "create":
-        instructions = args.instructions or ""
-        if args.instructions_file:
-            instructions = Path(args.instructions_file).read_text()
-        params: dict[str, Any] = {"name": args.name, "instructions": instructions}
-        for key in ("display_name", "model", "workspace"):
+        params: dict[str, Any] = {"name": args.name, "instructions": _instructions(args) or ""}
+        for key in ("display_name", "model"):
             if getattr(args, key):
                 params[key] = getattr(args, key)
+        if args.workspace:
+            params["workspace"] = _workspace(args.workspace)
         a = rpc(paths, "agent.create", params)
         if args.json:
             emit_json(a)
@@ -69,7 +134,17 @@ def cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
                 "created_at",
             ):
                 echo(f"{key:<13} {a[key] if a[key] is not None else '-'}")
+            echo(
+                f"{'settings':<13} {json.dumps(a['settings'], ensure_ascii=False) if a['settings'] else '-'}"
+            )
             echo(f"{'instructions':<13} {a['instructions'] or '-'}")
+        return EXIT_OK
+    if args.agent_cmd == "restore":
+        a = rpc(paths, "agent.restore", {"agent": args.agent})
+        if args.json:
+            emit_json(a)
+        else:
+            echo(f"restored agent {a['name']} ({a['id']}); its old sessions stay archived")
         return EXIT_OK
     if args.agent_cmd == "archive":
         a = rpc(paths, "agent.archive", {"agent": args.agent})
@@ -79,6 +154,56 @@ def cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
             echo(f"archived agent {a['name']} ({a['id']}) and its sessions")
         return EXIT_OK
     raise AssertionError(args.agent_cmd)
+
+
+def _agent_set(args: argparse.Namespace, paths: Paths) -> int:
+    with connect(paths) as c:
+        agent = c.call("agent.get", {"agent": args.agent})
+        params: dict[str, Any] = {"agent": agent["id"], "revision": agent["revision"]}
+        instructions = _instructions(args)
+        if instructions is not None:
+            params["instructions"] = instructions
+        if args.model is not None:
+            params["model"] = args.model or None
+        if args.display_name is not None:
+            params["display_name"] = args.display_name or None
+        if args.workspace is not None:
+            params["workspace"] = _workspace(args.workspace) or None
+        settings = json.loads(json.dumps(agent.get("settings") or {}))  # a copy to change
+        changed = False
+        for verdict in ("allow", "ask", "deny"):
+            for rule in getattr(args, f"guard_{verdict}"):
+                try:
+                    re.compile(rule)
+                except re.error as exc:
+                    raise UsageError(
+                        f"--guard-{verdict} {rule!r} is not a regular expression: {exc}"
+                    ) from None
+                guard = settings.setdefault("guard", {})
+                rules = guard.setdefault(verdict, [])
+                if rule not in rules:
+                    rules.append(rule)
+                changed = True
+        for item in args.set:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise UsageError(f"--set takes KEY=JSON, not {item!r}")
+            _set_path(settings, key, _json_value(raw))
+            changed = True
+        for key in args.unset:
+            _set_path(settings, key, None, remove=True)
+            changed = True
+        if changed:
+            params["settings"] = settings  # secrets left as *** keep their stored value
+        if len(params) == 2:
+            raise UsageError("nothing to change: give --model, --instructions, --guard-allow, --set, …")
+        a = c.call("agent.update", params)
+    if args.json:
+        emit_json(a)
+    else:
+        names = [k for k in ("instructions", "model", "display_name", "workspace", "settings") if k in params]
+        echo(f"updated agent {a['name']} (revision {a['revision']}): {', '.join(names)}")
+    return EXIT_OK
 
 
 def cmd_session(args: argparse.Namespace, paths: Paths) -> int:

@@ -199,6 +199,16 @@ class Store(HistoryStore, LeaseStore, RecordStore):
             )
         except InternalError as exc:
             if isinstance(exc.__cause__, pgerr.UniqueViolation):
+                archived = await self._scalar(
+                    "SELECT status = 'archived' FROM agents WHERE name = %s", (name,)
+                )
+                if archived:
+                    raise Conflict(
+                        f"an archived agent is named {name!r}: `aos agent restore {name}` brings it back"
+                        " (syscall agent.restore), or choose another name",
+                        name=name,
+                        archived=True,
+                    ) from exc
                 raise Conflict(f"an agent named {name!r} already exists", name=name) from exc
             raise
         assert row is not None
@@ -258,6 +268,17 @@ class Store(HistoryStore, LeaseStore, RecordStore):
         if row is None:
             raise NotFound(f"no agent {agent_id!r}", agent=agent_id)
         return row  # type: ignore[no-any-return]
+
+    async def restore_agent(self, agent_id: str) -> dict[str, Any]:
+        """An archived agent active again (its sessions stay archived: history is kept as it was)."""
+        row = await self._one(
+            f"UPDATE agents SET status = 'active', revision = revision + 1, updated_at = now()"
+            f" WHERE id = %s RETURNING {_AGENT_COLS}",
+            (agent_id,),
+        )
+        if row is None:
+            raise NotFound(f"no agent {agent_id!r}", agent=agent_id)
+        return row
 
     # -- sessions ------------------------------------------------------------------------------
 

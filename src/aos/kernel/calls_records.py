@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aos_sdk.errors import Archived, InvalidParams
+from aos_sdk.errors import Archived, Conflict, InvalidParams
 
 from ..db.store import INBOUND
+from ..redact import keep_secrets, redact
 from . import models as m
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ __all__ = [
     "agent_create",
     "agent_get",
     "agent_list",
+    "agent_restore",
     "agent_update",
     "history_get",
     "history_list",
@@ -37,6 +39,15 @@ __all__ = [
 ]
 
 
+def _agent(row: dict[str, Any]) -> m.Agent:
+    """An agent as clients see it: secrets in its settings (a model's ``api_key``) as ``***``."""
+    return m.Agent.model_validate({**row, "settings": redact(row.get("settings") or {})})
+
+
+def _session(row: dict[str, Any]) -> m.Session:
+    return m.Session.model_validate({**row, "settings": redact(row.get("settings") or {})})
+
+
 # -- system ------------------------------------------------------------------------------------
 
 
@@ -49,7 +60,7 @@ async def system_ping(k: Kernel, ctx: CallContext, p: m.Ping) -> m.PingResult:
 
 
 async def system_config(k: Kernel, ctx: CallContext, p: m.Empty) -> m.ConfigResult:
-    return m.ConfigResult(config=k.config.data, sources=k.config.sources)
+    return m.ConfigResult(config=redact(k.config.data), sources=k.config.sources)
 
 
 # -- agents ------------------------------------------------------------------------------------
@@ -64,16 +75,16 @@ async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent
         workspace=p.workspace,
         settings=p.settings,
     )
-    return m.Agent.model_validate(row)
+    return _agent(row)
 
 
 async def agent_get(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
-    return m.Agent.model_validate(await k.store.get_agent(p.agent))
+    return _agent(await k.store.get_agent(p.agent))
 
 
 async def agent_list(k: Kernel, ctx: CallContext, p: m.AgentList) -> m.AgentListResult:
     rows = await k.store.list_agents(include_archived=p.include_archived)
-    return m.AgentListResult(agents=[m.Agent.model_validate(r) for r in rows])
+    return m.AgentListResult(agents=[_agent(r) for r in rows])
 
 
 async def agent_update(k: Kernel, ctx: CallContext, p: m.AgentUpdate) -> m.Agent:
@@ -87,12 +98,21 @@ async def agent_update(k: Kernel, ctx: CallContext, p: m.AgentUpdate) -> m.Agent
         raise InvalidParams("settings must be an object", errors=[{"loc": ["settings"], "msg": "null"}])
     if "instructions" in changes and changes["instructions"] is None:
         changes["instructions"] = ""
-    return m.Agent.model_validate(await k.store.update_agent(agent["id"], changes, p.revision))
+    if "settings" in changes:  # sent back as read: a secret left as *** keeps its stored value
+        changes["settings"] = keep_secrets(changes["settings"], agent["settings"] or {})
+    return _agent(await k.store.update_agent(agent["id"], changes, p.revision))
 
 
 async def agent_archive(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
     agent = await k.store.get_agent(p.agent)
-    return m.Agent.model_validate(await k.store.archive_agent(agent["id"]))
+    return _agent(await k.store.archive_agent(agent["id"]))
+
+
+async def agent_restore(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
+    agent = await k.store.get_agent(p.agent)
+    if agent["status"] == "active":
+        raise Conflict(f"agent {agent['name']!r} is not archived", agent=agent["id"])
+    return _agent(await k.store.restore_agent(agent["id"]))
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -103,11 +123,11 @@ async def session_create(k: Kernel, ctx: CallContext, p: m.SessionCreate) -> m.S
     if agent["status"] != "active":
         raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
     row = await k.store.create_session(agent_id=agent["id"], title=p.title, settings=p.settings)
-    return m.Session.model_validate(row)
+    return _session(row)
 
 
 async def session_get(k: Kernel, ctx: CallContext, p: m.SessionRef) -> m.Session:
-    return m.Session.model_validate(await k.store.get_session(p.session))
+    return _session(await k.store.get_session(p.session))
 
 
 async def session_list(k: Kernel, ctx: CallContext, p: m.SessionList) -> m.SessionListResult:
@@ -118,7 +138,7 @@ async def session_list(k: Kernel, ctx: CallContext, p: m.SessionList) -> m.Sessi
     more = len(rows) > p.limit
     rows = rows[: p.limit]
     return m.SessionListResult(
-        sessions=[m.Session.model_validate(r) for r in rows],
+        sessions=[_session(r) for r in rows],
         next_before=rows[-1]["id"] if more and rows else None,
     )
 
@@ -137,13 +157,13 @@ async def session_append(k: Kernel, ctx: CallContext, p: m.SessionAppend) -> m.A
 
 async def session_archive(k: Kernel, ctx: CallContext, p: m.SessionRef) -> m.Session:
     await k.store.get_session(p.session)
-    return m.Session.model_validate(await k.store.archive_session(p.session))
+    return _session(await k.store.archive_session(p.session))
 
 
 async def session_fork(k: Kernel, ctx: CallContext, p: m.SessionFork) -> m.Session:
     src = await k.store.get_session(p.session)
     at = src["last_seq"] if p.at_seq is None else p.at_seq
-    return m.Session.model_validate(await k.store.fork_session(p.session, at, p.title))
+    return _session(await k.store.fork_session(p.session, at, p.title))
 
 
 # -- history -----------------------------------------------------------------------------------

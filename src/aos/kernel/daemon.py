@@ -63,7 +63,7 @@ def run_daemon(
     paths = Paths.from_env()
     try:
         paths.ensure()
-        load_dotenv()
+        load_dotenv(paths)
         refresh_secret_values()
         config = load_config(paths)
     except (ConfigError, OSError) as exc:
@@ -81,6 +81,8 @@ def run_daemon(
         procs.become_subreaper()
         procs.wait_children_by_pidfd()
         configure(paths.log_file, level=os.environ.get("AOS_LOG_LEVEL", "info"), also_stderr=foreground)
+        for warning in config.warnings:
+            log.warning("config.unknown_key", detail=warning)
         try:
             return asyncio.run(_main(paths, config, unsafe_durability, ready))
         except DaemonError as exc:

@@ -22,6 +22,7 @@ from .calls_records import (
     agent_create,
     agent_get,
     agent_list,
+    agent_restore,
     agent_update,
     history_get,
     history_list,
@@ -96,6 +97,14 @@ def _entries() -> list[Syscall]:
         Syscall("agent.list", q, m.AgentList, m.AgentListResult, agent_list, "all agents"),
         Syscall("agent.update", c, m.AgentUpdate, m.Agent, agent_update, "change an agent's fields"),
         Syscall("agent.archive", c, m.AgentRef, m.Agent, agent_archive, "archive an agent and its sessions"),
+        Syscall(
+            "agent.restore",
+            c,
+            m.AgentRef,
+            m.Agent,
+            agent_restore,
+            "an archived agent active again (not its sessions)",
+        ),
         Syscall("session.create", c, m.SessionCreate, m.Session, session_create, "new session for an agent"),
         Syscall("session.get", q, m.SessionRef, m.Session, session_get, "one session"),
         Syscall(
