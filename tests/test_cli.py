@@ -158,6 +158,12 @@ def test_history_follow_streams_new_facts(aos: Any, daemon_env: dict[str, str]) 
         assert follower.stdout.readline().rstrip().endswith("before")
         aos("call", "session.append", json.dumps({"session": sid, "body": {"text": "after"}}))
         assert follower.stdout.readline().rstrip().endswith("after")
+        # Readable, not raw JSON: a command's result is its outcome and its output's lines.
+        result = {"call_id": "c1", "outcome": "ok", "exit_code": 2, "output": 'line one\nline "two"\n'}
+        aos("call", "session.append", json.dumps({"session": sid, "kind": "tool.result", "body": result}))
+        assert follower.stdout.readline().rstrip().endswith("tool.result        [ok, exit 2]")
+        assert follower.stdout.readline().strip() == "line one"
+        assert follower.stdout.readline().strip() == 'line "two"'
     finally:
         follower.terminate()
         follower.wait(10)

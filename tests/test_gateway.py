@@ -41,9 +41,9 @@ def service():
 
     return {"commands": {"add": add, "list": list_}}
 """
-CLI = "#!/usr/bin/env python3\nfrom aos_sdk.cli import main; main('notes')\n"
+CLI = "#!/usr/bin/env aos-python\nfrom aos_sdk.cli import main; main('notes')\n"
 PROBE = (
-    'python3 -c "import os; from aos_sdk.syncclient import SyncClient; from aos_sdk.errors import AosError\n'
+    'aos-python -c "import os; from aos_sdk.syncclient import SyncClient; from aos_sdk.errors import AosError\n'
     "try:\n"
     "    c = SyncClient(os.environ['AOS_GATEWAY'], headers={'X-AOS-Token': os.environ['AOS_TOKEN']})\n"
     "    print(c.call('agent.list', {}))\n"
@@ -125,7 +125,7 @@ async def test_a_disabled_skill_cannot_be_invoked(
     sid = await setup(rpc, kernel, model)
     await call(rpc, "skill.disable", {"skill": "notes", "session": sid})
     # The skill's CLI is not even in the sandbox where the skill is off; the agent writes its own.
-    own_cli = "python3 -c 'from aos_sdk.cli import main; main(\"notes\")' add secret"
+    own_cli = "aos-python -c 'from aos_sdk.cli import main; main(\"notes\")' add secret"
     model.add({"bash": [own_cli, "notes list"]}, {"text": "done"})
     direct, on_path = await run(rpc, kernel, sid)
     assert direct["exit_code"] == 1 and "skill 'notes' is not enabled in this session" in direct["output"]

@@ -64,7 +64,7 @@ async def run_commands(
 
 def py(code: str) -> str:
     """A bash command running ``code`` with the Python skill CLIs use."""
-    return f"python3 -c {shlex.quote(code)}"
+    return f"aos-python -c {shlex.quote(code)}"
 
 
 def output(results: list[dict[str, Any]]) -> str:
@@ -405,3 +405,29 @@ async def test_services_get_a_clean_environment(rpc: RpcConnection, kernel: Any)
     assert CANARY.encode() in environ
     shown = await call(rpc, "skill.get", {"skill": "needs-key"})
     assert shown["env"] == ["OPENROUTER_API_KEY"]
+
+
+async def test_the_agents_python_is_not_the_daemons(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    """AOS's own interpreter (its packages, aos_sdk) is not what an agent gets as ``python3``:
+    only skill CLIs use it, through ``aos-python``; sandboxed or not."""
+    import sys
+
+    venv = str(Path(sys.executable).parent)
+    probe_cmd = "command -v python3 || echo none; command -v aos-python; echo PATH=$PATH"
+    for name, settings in (("boxed", {}), ("open", {"sandbox": "off"})):
+        sid = await scripted_session(rpc, model.url, agent=name, settings=settings)
+        model.add({"bash": [probe_cmd, py("import aos_sdk; print('sdk ok')")]}, {"text": "done"})
+        started = await call(rpc, "session.dispatch", {"session": sid, "message": "which python?"})
+        await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 60)
+        facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
+        assert {f["body"]["sandbox"] for f in facts if f["kind"] == "tool.started"} == {
+            "bwrap" if name == "boxed" else "off"
+        }
+        results = [f["body"] for f in facts if f["kind"] == "tool.result"]
+        found, *rest = results[0]["output"].splitlines()
+        assert not found.startswith(venv), f"{name}: python3 is the daemon's: {found}"
+        assert venv not in results[0]["output"], f"{name}: the daemon's bin folder is on PATH"
+        assert rest[0].endswith("/aos-python")
+        assert results[1]["output"] == "sdk ok\n", results[1]

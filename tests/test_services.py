@@ -175,7 +175,9 @@ async def test_a_command_that_raises_leaves_its_traceback_in_the_skill_log(
     await call(rpc, "skill.reload")
     await asyncio.wait_for(kernel.kernel.services.runners["divider"].registered.wait(), 15)
     sid = await agent_session(rpc, model)
-    model.add({"bash": "python3 -c 'from aos_sdk.cli import main; main(\"divider\")' boom"}, {"text": "ok"})
+    model.add(
+        {"bash": "aos-python -c 'from aos_sdk.cli import main; main(\"divider\")' boom"}, {"text": "ok"}
+    )
     facts = await dispatch(rpc, kernel, sid)
     result = next(f["body"] for f in facts if f["kind"] == "tool.result")
     assert result["exit_code"] == 1 and "ZeroDivisionError" in result["output"]

@@ -191,3 +191,23 @@ async def test_a_queued_message_that_cannot_start_says_why_and_the_next_one_runs
     texts = [f["body"]["text"] for f in follow.facts if f["kind"] == "message" and f["role"] == "user"]
     assert texts == ["one", "three"]
     assert await kernel.store.queued_messages(sid) == []
+
+
+async def test_dispatch_get_counts_steps_while_it_runs(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": "true"}, {"bash": f"cat {gate}"}, {"text": "done"})
+    follow = Follow()
+    async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+        await sub.call("history.subscribe", {"session": sid})
+        started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+        await follow.until(lambda f: f["kind"] == "tool.started" and "cat" in f["body"]["command"])
+        running = await call(rpc, "dispatch.get", {"dispatch": started["dispatch_id"]})
+        assert running["status"] == "running" and running["steps"] == 2
+        await asyncio.to_thread(gate.write_text, "x\n")
+        await follow.until(lambda f: f["kind"] == "dispatch.end")
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 10)
+    ended = await call(rpc, "dispatch.get", {"dispatch": started["dispatch_id"]})
+    assert ended["status"] == "done" and ended["steps"] == 3

@@ -111,6 +111,12 @@ class Paths:
     def skills(self) -> Path:
         return self.home / "skills"
 
+    @property
+    def tools(self) -> Path:
+        """``$AOS_HOME/bin``: ``aos-python``, the interpreter skill CLIs run with (on agents'
+        ``PATH``, mounted read-only in their sandbox)."""
+        return self.home / "bin"
+
     def agent_dir(self, name: str) -> Path:
         """An agent's private ``home`` and ``tmp`` (what its sandbox shows as ``HOME`` and ``/tmp``)."""
         return self.home / "agents" / name

@@ -2,7 +2,7 @@
 
 A whole skill CLI can be one line::
 
-    #!/usr/bin/env python3
+    #!/usr/bin/env aos-python
     from aos_sdk.cli import main; main("notes")
 
 ``notes add buy milk`` then invokes the service command ``add`` with ``{"argv": ["buy", "milk"]}``

@@ -103,11 +103,11 @@ class Chat:
                     )
                     self._subscription = str(sub["subscription"])
                     self.conn = conn
+                    self.connected.set()
                     if self._lost:
                         self._lost = False
                         self.say("[reconnected to the daemon]")
                         await self._after_reconnect()
-                    self.connected.set()
                     await conn.wait_closed()
             except (ConnectionLost, Unavailable, OSError):
                 pass
@@ -581,12 +581,12 @@ async def run_chat(paths: Paths, agent_ref: str, session_ref: str | None, new: b
         return await scripted(chat)
     finally:
         chat.closing = True
-        if chat.conn is not None:
-            with contextlib.suppress(Exception):
-                await chat.conn.aclose()
         link.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await link
+        if chat.conn is not None:
+            with contextlib.suppress(Exception):  # a daemon slow to answer the close: leave anyway
+                await asyncio.wait_for(chat.conn.aclose(), 2)
 
 
 def _text(body: Any) -> str:

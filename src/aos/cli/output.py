@@ -24,6 +24,7 @@ __all__ = [
     "echo",
     "emit_json",
     "fact_line",
+    "fact_text",
     "fail",
     "rpc",
     "table",
@@ -107,10 +108,49 @@ def body_text(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False)
 
 
+def fact_text(f: dict[str, Any]) -> str:
+    """What a fact says, for people: a message's text, a command, its output and exit code, an
+    approval, a dispatch's end; other facts as compact JSON."""
+    kind, body = f["kind"], f.get("body")
+    b = body if isinstance(body, dict) else {}
+    if kind == "message" and b.get("tool_calls"):
+        calls = []
+        for c in b["tool_calls"]:
+            try:
+                args = json.loads(c.get("arguments") or "{}")
+            except (TypeError, ValueError):
+                args = {}
+            calls.append(f"→ {c.get('name')}: {args.get('command', c.get('arguments'))}")
+        return "\n".join([*([str(b["text"])] if b.get("text") else []), *calls])
+    if kind == "tool.started":
+        return f"$ {b.get('command')}" + (f"   (in {b['cwd']})" if b.get("cwd") else "")
+    if kind == "tool.result":
+        code = b.get("exit_code")
+        head = b.get("outcome", "?") + ("" if code in (None, 0) else f", exit {code}")
+        extra = ", folded" if b.get("folded") else (", truncated" if b.get("truncated") else "")
+        return f"[{head}{extra}]\n{str(b.get('output', '')).rstrip()}".rstrip()
+    if kind == "approval.requested":
+        return f"? {b.get('command')}   ({b.get('skill')}: {b.get('reason')})"
+    if kind == "approval.resolved":
+        note = f": {b['note']}" if b.get("note") else ""
+        return f"{b.get('decision')} by {b.get('by')}{note}"
+    if kind == "dispatch.end":
+        u = b.get("usage") or {}
+        cost = f", ${u['cost']:.4f}" if u.get("cost") else ""
+        reason = f" ({b['reason']})" if b.get("reason") else ""
+        return (
+            f"{b.get('status')}{reason} in {b.get('steps')} steps, "
+            f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens{cost}"
+        )
+    if isinstance(b.get("notice"), str):
+        return str(b["notice"])
+    return body_text(body)
+
+
 def fact_line(f: dict[str, Any]) -> str:
     ts = str(f.get("created_at", ""))[11:19]
     who = f["kind"] + (f"/{f['role']}" if f.get("role") else "")
-    text = body_text(f.get("body"))
+    text = fact_text(f)
     first, *more = text.splitlines() or [""]
     line = f"#{f['seq']:<4} {ts}  {who:<18} {first}"
     if more:

@@ -102,7 +102,11 @@ async def session_interrupt(k: Kernel, ctx: CallContext, p: m.SessionInterrupt) 
 
 
 async def dispatch_get(k: Kernel, ctx: CallContext, p: m.DispatchRef) -> m.Dispatch:
-    return m.Dispatch.model_validate(await k.store.get_dispatch(p.dispatch))
+    row = await k.store.get_dispatch(p.dispatch)
+    unit = k.dispatcher.units.get(row["session_id"])
+    if unit is not None and unit.spec.dispatch_id == row["id"]:
+        row = {**row, "steps": unit.spec.steps}  # running: the row gets its count at the end
+    return m.Dispatch.model_validate(row)
 
 
 async def hook_list(k: Kernel, ctx: CallContext, p: m.Empty) -> m.HookListResult:

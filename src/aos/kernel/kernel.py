@@ -29,6 +29,7 @@ from ..loop import model_info, openai_wire
 from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
+from ..loop.shell import write_tools
 from ..redact import scrub_values
 from ..skills.index import SkillIndex, skill_roots
 from ..skills.services import ServiceManager
@@ -137,6 +138,7 @@ class Kernel:
         stop_watch = asyncio.Event()
         watcher = asyncio.create_task(kernel.watch_skills(stop_watch), name="skill-watcher")
         try:
+            await asyncio.to_thread(write_tools, paths.tools)
             await kernel.probe_sandbox()
             # Windows, prices and the HTTP client loaded before the first step, not in it.
             await asyncio.to_thread(model_info.load)

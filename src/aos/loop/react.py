@@ -85,6 +85,7 @@ class ReActUnit:
             skills=spec.skills,
             gateway=kernel.gateway.path,
             track_dir=self.dispatcher.commands_dir,
+            tools=kernel.paths.tools,
             sandbox=spec.sandbox,
             bwrap=kernel.sandbox_probe.bwrap,
         )

@@ -9,7 +9,8 @@ What a command sees (see ``docs/sandbox.md``):
 - read-only: the Python that runs skill CLIs (``sys.prefix``, ``sys.base_prefix``, the SDK), and
   of each enabled skill only ``SKILL.md`` and its ``bin/``, ``scripts/``, ``references/`` and
   ``assets/`` folders (never its service code);
-- the agent gateway socket at :data:`GATEWAY_PATH`, and nothing else of ``$AOS_HOME``;
+- the agent gateway socket at :data:`GATEWAY_PATH` and ``aos-python`` in :data:`TOOLS_PATH`, and
+  nothing else of ``$AOS_HOME``;
 - its own PID, IPC and UTS namespaces and ``/proc`` (the daemon, services and PostgreSQL do not
   exist there), a new session (no terminal to inject into), no capabilities;
 - the network unless the agent's settings turn it off.
@@ -40,6 +41,7 @@ from typing import Any
 __all__ = [
     "GATEWAY_PATH",
     "MODES",
+    "TOOLS_PATH",
     "Limits",
     "Probe",
     "SandboxError",
@@ -54,6 +56,8 @@ __all__ = [
 MODES = ("auto", "required", "off")
 #: Where the agent gateway socket appears inside the sandbox.
 GATEWAY_PATH = "/run/aos/agent.sock"
+#: Where ``$AOS_HOME/bin`` (``aos-python``, what skill CLIs run with) appears inside the sandbox.
+TOOLS_PATH = "/run/aos/bin"
 _SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _BLANKED = ("/etc/shadow", "/etc/gshadow")
 #: What of a skill folder an agent may read (the Agent Skills layout), never its service.
@@ -326,11 +330,14 @@ def cached_prefix(
     tmp: Path,
     gateway: Path | None,
     skill_paths: list[Path],
+    tools: Path | None = None,
 ) -> list[str]:
     """:func:`sandbox_prefix`, reused across dispatches with the same inputs (an agent's every
     dispatch asks for the same one) for up to :data:`PREFIX_REUSE_S` seconds."""
     window = int(time.monotonic() // PREFIX_REUSE_S)
-    return list(_prefix_for(bwrap, settings, workspace, home, tmp, gateway, tuple(skill_paths), window))
+    return list(
+        _prefix_for(bwrap, settings, workspace, home, tmp, gateway, tuple(skill_paths), tools, window)
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -342,6 +349,7 @@ def _prefix_for(
     tmp: Path,
     gateway: Path | None,
     skill_paths: tuple[Path, ...],
+    tools: Path | None,
     window: int,
 ) -> tuple[str, ...]:
     return tuple(
@@ -353,6 +361,7 @@ def _prefix_for(
             tmp=tmp,
             gateway=gateway,
             skill_paths=list(skill_paths),
+            tools=tools,
         )
     )
 
@@ -366,6 +375,7 @@ def sandbox_prefix(
     tmp: Path,
     gateway: Path | None,
     skill_paths: list[Path],
+    tools: Path | None = None,
 ) -> list[str]:
     """Everything of the argv that does not depend on the command (the same for all of a
     dispatch's commands: built once, see :class:`aos.loop.shell.Shell`)."""
@@ -401,6 +411,8 @@ def sandbox_prefix(
         args += [how, str(source), str(target)]
     if gateway is not None:
         args += ["--ro-bind", str(gateway), GATEWAY_PATH]
+    if tools is not None:
+        args += ["--ro-bind", str(tools), TOOLS_PATH]
     # The skeleton the mounts hang on is read-only too: nothing can be written outside them.
     args += ["--remount-ro", "/", "--setenv", "HOME", str(home)]
     prelude = _ulimit_prelude(settings.limits)

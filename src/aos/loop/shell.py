@@ -17,9 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from .bash import RunResult, base_env, run_bash
-from .sandbox import GATEWAY_PATH, SandboxSettings, cached_prefix, command_argv, skill_mounts
+from .sandbox import GATEWAY_PATH, TOOLS_PATH, SandboxSettings, cached_prefix, command_argv, skill_mounts
 
-__all__ = ["Shell"]
+__all__ = ["Shell", "write_tools"]
+
+#: The one program AOS puts on an agent's PATH besides its skills' CLIs.
+PYTHON_SHIM = "aos-python"
+
+
+def write_tools(folder: Path) -> Path:
+    """Write ``folder/aos-python``: a two-line script that runs the daemon's own Python (the one
+    with ``aos_sdk``). Skill CLIs start with ``#!/usr/bin/env aos-python``; an agent's
+    ``python3`` stays the system's, not AOS's. Rewritten at every start (the interpreter may
+    have moved)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / PYTHON_SHIM
+    tmp = shim.with_suffix(".tmp")
+    tmp.write_text(
+        f'#!/bin/sh\n# Written by the AOS daemon: the Python that skill CLIs run with.\nexec {sys.executable} "$@"\n'
+    )
+    tmp.chmod(0o755)
+    os.replace(tmp, shim)
+    return shim
 
 
 @dataclass
@@ -33,6 +52,8 @@ class Shell:
     gateway: Path
     #: Where unsandboxed commands' process groups are recorded (see :func:`run_bash`).
     track_dir: Path | None
+    #: ``$AOS_HOME/bin`` (``aos-python``, see :func:`write_tools`).
+    tools: Path
     #: The sandbox commands run in, and bubblewrap's path; either None: unsandboxed.
     sandbox: SandboxSettings | None = None
     bwrap: str | None = None
@@ -51,8 +72,10 @@ class Shell:
         if self._bins is None:  # a few stat calls, once per dispatch
             bins = [str(Path(s["path"]).parent / "bin") for s in self.skills]
             self._bins = [b for b in bins if Path(b).is_dir()]
-        # Skill CLIs first, then the daemon's Python (its python3 has aos_sdk for those CLIs).
-        env["PATH"] = os.pathsep.join([*self._bins, str(Path(sys.executable).parent), env["PATH"]])
+        # Skill CLIs first, then aos-python (what they run with); the agent's python3 is the
+        # system's, never the daemon's own.
+        tools = TOOLS_PATH if self.sandbox is not None else str(self.tools)
+        env["PATH"] = os.pathsep.join([*self._bins, tools, env["PATH"]])
         if self.sandbox is not None:
             env["HOME"] = str(self.agent_dir / "home")
         env.update(identity)
@@ -76,6 +99,7 @@ class Shell:
                 tmp=tmp,
                 gateway=self.gateway,
                 skill_paths=skill_mounts([Path(s["path"]) for s in self.skills]),
+                tools=self.tools,
             )
         return command_argv(self._prefix, command, Path(cwd))
 
