@@ -151,6 +151,7 @@ def test_history_follow_streams_new_facts(aos: Any, daemon_env: dict[str, str]) 
         [sys.executable, "-m", "aos", "history", sid, "--follow"],
         env=daemon_env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -164,11 +165,18 @@ def test_history_follow_streams_new_facts(aos: Any, daemon_env: dict[str, str]) 
         assert follower.stdout.readline().rstrip().endswith("tool.result        [ok, exit 2]")
         assert follower.stdout.readline().strip() == "line one"
         assert follower.stdout.readline().strip() == 'line "two"'
+        # aos stop does not wait out a timeout for a connected client: it tells it the daemon
+        # is going away (1001), and the follower ends saying so.
+        follower_err = follower.stderr
+        assert aos("stop").returncode == 0
+        assert follower.wait(30) != 0
+        assert follower_err is not None and "code 1001" in follower_err.read()
     finally:
         follower.terminate()
         follower.wait(10)
-        if follower.stdout is not None:
-            follower.stdout.close()
+        for stream in (follower.stdout, follower.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_refuses_a_database_without_durability(aos: Any, db_url: str) -> None:

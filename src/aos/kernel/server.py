@@ -118,7 +118,10 @@ class KernelServer:
         Returns the number of requests that were still running when the wait ended.
         """
         assert self.server is not None
-        self.server.close(close_connections=False)
+        # Stop accepting (the listening socket only). Not websockets' close(close_connections=
+        # False): that starts its one close task, and the close below would then be a no-op,
+        # leaving every open connection (a chat, a follower) to the 5 s timeout.
+        self.server.server.close()
         deadline = time.monotonic() + drain_timeout
         delay = 0.005
         while self.in_flight and time.monotonic() < deadline and not (hurry and hurry.is_set()):
