@@ -353,3 +353,31 @@ def test_a_bad_aoscb_json_is_a_usage_error_and_misspelt_keys_are_named(aos: Any,
     assert "myskill" not in r.stderr, "a skill's own section is not a mistake"
     shown = json.loads(aos("call", "system.config", "{}").stdout)
     assert shown["config"]["model"] == "openai/from-home-env"
+
+
+def test_every_command_speaks_json_and_so_do_its_errors(aos: Any, home: Path) -> None:
+    r = aos("stop", "--json")
+    assert json.loads(r.stdout) == {"running": False, "stopped": False}
+    r = aos("agent", "list", "--json")
+    assert r.returncode == 3 and json.loads(r.stdout)["error"]["type"] == "not_running"
+    r = aos("ui", "--json")
+    assert r.returncode == 3 and json.loads(r.stdout)["error"]["type"] == "not_running"
+    started = json.loads(aos("start", "--json").stdout)
+    assert started["running"] is True and started["started"] is True and started["pid"] > 0
+    again = json.loads(aos("start", "--json").stdout)
+    assert again == {"running": True, "pid": started["pid"], "started": False}
+    lines = aos("logs", "--json", "-n", "3").stdout.splitlines()
+    assert len(lines) == 3 and all("event" in json.loads(x) for x in lines)
+    r = aos("skills", "logs", "aos-context", "--json", "-n", "5")
+    got = json.loads(r.stdout)
+    assert got["skill"] == "aos-context" and isinstance(got["lines"], list)
+    r = aos("skills", "logs", "no-such-skill", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["type"] == "not_found"
+    r = aos("agent", "create", "ada", "--instructions-file", "/nope", "--json")
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["type"] == "usage"
+    assert aos("agent", "create", "ada").returncode == 0
+    r = aos("chat", "ada", "--json", input="/usage\n")  # from a pipe: facts as JSON lines
+    assert r.returncode == 0 and r.stdout == "", r.stdout  # a slash command writes no fact
+    assert "this session: 0 model calls" in r.stderr
+    stopped = json.loads(aos("stop", "--json").stdout)
+    assert stopped["stopped"] is True and stopped["pid"] == started["pid"]

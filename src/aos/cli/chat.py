@@ -181,4 +181,4 @@ def cmd_chat(args: argparse.Namespace, paths: Paths) -> int:
 
     from .chat_app import run_chat
 
-    return asyncio.run(run_chat(paths, args.agent, args.session, args.new))
+    return asyncio.run(run_chat(paths, args.agent, args.session, args.new, json_out=args.json))

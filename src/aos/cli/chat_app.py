@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -35,7 +36,7 @@ from aos_sdk.errors import AosError, ConnectionLost, Unavailable
 
 from ..config import Paths
 from .chat import Render
-from .output import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, clip, echo, fail
+from .output import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, clip, echo, fail
 
 __all__ = ["Chat", "run_chat"]
 
@@ -63,8 +64,12 @@ Ctrl-C interrupts a reply; Ctrl-D (or /quit) leaves.
 class Chat:
     """The conversation's state and its link to the daemon (shared by both front ends)."""
 
-    def __init__(self, paths: Paths, agent: dict[str, Any], session_id: str) -> None:
+    def __init__(
+        self, paths: Paths, agent: dict[str, Any], session_id: str, *, json_out: bool = False
+    ) -> None:
         self.sock = paths.kernel_sock
+        #: ``--json``: every fact as a JSON line on stdout; the chat's own notes on stderr.
+        self.json_out = json_out
         self.agent = agent
         self.session_id = session_id
         self.render = Render(str(agent["name"]))
@@ -156,6 +161,9 @@ class Chat:
 
     def show(self, f: dict[str, Any]) -> None:
         kind, body, meta = f["kind"], f.get("body") or {}, f.get("meta") or {}
+        if self.json_out:
+            echo(json.dumps(f, ensure_ascii=False))
+            sys.stdout.flush()
         if kind == "message" and f.get("role") == "user":
             self._started(meta)
             if meta.get("chat_id") not in self._mine:  # written elsewhere: the UI, aos send, an agent
@@ -179,7 +187,8 @@ class Chat:
             and body.get("approval_id") == self.approval.get("approval_id")
         ):
             self.approval = None
-        self.render.fact(f)
+        if not self.json_out:
+            self.render.fact(f)
         if kind == "approval.requested":
             self.say("  answer: y = once, a = always for this agent, n [note] = no")
         if kind == "dispatch.end":
@@ -205,8 +214,9 @@ class Chat:
             cb()
 
     def say(self, text: str) -> None:
-        echo(text)
-        sys.stdout.flush()
+        out = sys.stderr if self.json_out else sys.stdout
+        out.write(text + "\n")
+        out.flush()
 
     def status(self) -> str:
         """The status line."""
@@ -533,7 +543,12 @@ async def handle(chat: Chat, text: str) -> bool:
     return True
 
 
-async def run_chat(paths: Paths, agent_ref: str, session_ref: str | None, new: bool) -> int:
+async def run_chat(
+    paths: Paths, agent_ref: str, session_ref: str | None, new: bool, *, json_out: bool = False
+) -> int:
+    if json_out and sys.stdin.isatty():
+        fail("--json is for input from a pipe (one message per line); in a terminal, leave it out", "usage")
+        return EXIT_USAGE
     try:
         async with open_connection(paths.kernel_sock) as c:
             agent = await c.call("agent.get", {"agent": agent_ref})
@@ -561,10 +576,10 @@ async def run_chat(paths: Paths, agent_ref: str, session_ref: str | None, new: b
             return EXIT_NOT_RUNNING
         fail(f"{exc.type}: {exc.message}")
         return EXIT_ERROR
-    chat = Chat(paths, agent, sid)
+    chat = Chat(paths, agent, sid, json_out=json_out)
     chat.last_seq = int(session["last_seq"])
     fresh = int(session["last_seq"]) == 0
-    echo(
+    chat.say(
         f"{'new session' if fresh else 'session'} {sid} with {agent['name']}"
         + ("" if fresh else " (--new starts a fresh one)")
     )
@@ -574,8 +589,7 @@ async def run_chat(paths: Paths, agent_ref: str, session_ref: str | None, new: b
         if not fresh:
             await chat.recap()
         tty = sys.stdin.isatty() and sys.stdout.isatty()
-        echo("Type a message; /help lists commands; Ctrl-C interrupts a reply, Ctrl-D leaves.")
-        sys.stdout.flush()
+        chat.say("Type a message; /help lists commands; Ctrl-C interrupts a reply, Ctrl-D leaves.")
         if tty:
             return await interactive(chat, paths.home / "chat_history")
         return await scripted(chat)

@@ -22,6 +22,7 @@ from .output import (
     emit_json,
     fail,
     rpc,
+    warn,
 )
 
 
@@ -36,17 +37,17 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
         )
     pid = PidLock.holder(paths.pidfile)
     if pid is not None:
-        echo(f"aos is already running (pid {pid})")
+        say(args, {"running": True, "pid": pid, "started": False}, f"aos is already running (pid {pid})")
         return EXIT_OK
     from ..config import ConfigError, load_config
 
     try:  # a bad aoscb.json is a usage error, said here rather than from a daemon that exited
         config = load_config(paths)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), "config")
         return EXIT_USAGE
     for warning in config.warnings:
-        fail(f"warning: {warning}")
+        warn(warning)
     return _start_detached(args, paths)
 
 
@@ -79,7 +80,8 @@ def _start_detached(args: argparse.Namespace, paths: Paths) -> int:
             if remaining <= 0:
                 fail(
                     f"the daemon did not report ready within {args.timeout:.0f} s (pid {proc.pid}); "
-                    f"see {paths.log_file} and {out_path}"
+                    f"see {paths.log_file} and {out_path}",
+                    "timeout",
                 )
                 return EXIT_ERROR
             ready, _, _ = select.select([pipe], [], [], remaining)
@@ -91,13 +93,30 @@ def _start_detached(args: argparse.Namespace, paths: Paths) -> int:
             data += chunk
     line = data.decode(errors="replace").strip()
     if line == "ready":
-        echo(f"aos started (pid {proc.pid}, home {paths.home})")
+        home = str(paths.home)
+        say(
+            args,
+            {"running": True, "pid": proc.pid, "started": True, "home": home},
+            f"aos started (pid {proc.pid}, home {home})",
+        )
         return EXIT_OK
     if "already running" in line:
-        echo(line.removeprefix("error: "))
+        say(
+            args,
+            {"running": True, "started": False, "message": line.removeprefix("error: ")},
+            line.removeprefix("error: "),
+        )
         return EXIT_OK
     fail(line.removeprefix("error: ") or f"the daemon exited with code {proc.wait()}; see {out_path}")
     return EXIT_ERROR
+
+
+def say(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+    """A command's result: ``data`` under ``--json``, else ``text``."""
+    if getattr(args, "json", False):
+        emit_json(data)
+    else:
+        echo(text)
 
 
 def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
@@ -108,7 +127,7 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
 
     pid = PidLock.holder(paths.pidfile)
     if pid is None:
-        echo("aos is not running")
+        say(args, {"running": False, "stopped": False}, "aos is not running")
         return EXIT_OK
     if pid <= 0:
         fail(f"a daemon holds {paths.pidfile} but its pid is unreadable")
@@ -116,20 +135,25 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        echo("aos is not running")
+        say(args, {"running": False, "stopped": False}, "aos is not running")
         return EXIT_OK
     t0 = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     ready, _, _ = select.select([pidfd], [], [], args.timeout)
     if ready:
         os.close(pidfd)
-        echo(f"aos stopped (pid {pid}, {time.monotonic() - t0:.1f} s)")
+        took = round(time.monotonic() - t0, 1)
+        say(args, {"stopped": True, "pid": pid, "seconds": took}, f"aos stopped (pid {pid}, {took} s)")
         return EXIT_OK
-    fail(f"the daemon did not stop within {args.timeout:.0f} s; killing it (SIGKILL)")
+    warn(f"the daemon did not stop within {args.timeout:.0f} s; killing it (SIGKILL)")
     os.kill(pid, signal.SIGKILL)
     select.select([pidfd], [], [], 10)
     os.close(pidfd)
-    echo(f"aos killed (pid {pid}); PostgreSQL shuts itself down when its parent dies")
+    say(
+        args,
+        {"stopped": True, "pid": pid, "killed": True},
+        f"aos killed (pid {pid}); PostgreSQL shuts itself down when its parent dies",
+    )
     return EXIT_OK
 
 
@@ -138,7 +162,7 @@ def cmd_ui(args: argparse.Namespace, paths: Paths) -> int:
     from ..pidlock import PidLock
 
     if PidLock.holder(paths.pidfile) is None:
-        fail("aos is not running; start it with `aos start`")
+        fail("aos is not running; start it with `aos start`", "not_running")
         return EXIT_NOT_RUNNING
     link = paths.run / "ui.json"
     deadline = time.monotonic() + args.wait
@@ -156,14 +180,19 @@ def cmd_ui(args: argparse.Namespace, paths: Paths) -> int:
                 return EXIT_ERROR
             time.sleep(0.1)
     if data.get("error"):
-        fail(str(data["error"]))
+        fail(str(data["error"]), "ui_unavailable")
         return EXIT_ERROR
-    echo(str(data["link"]))
+    opened = None
     if args.open:
         import webbrowser
 
-        if not webbrowser.open(str(data["link"])):
-            fail("no browser to open here: copy the link above")
+        opened = bool(webbrowser.open(str(data["link"])))
+    if args.json:
+        emit_json({"url": data["url"], "link": data["link"], "opened": opened})
+        return EXIT_OK
+    echo(str(data["link"]))
+    if opened is False:
+        warn("no browser to open here: copy the link above")
     return EXIT_OK
 
 
@@ -216,7 +245,8 @@ def cmd_logs(args: argparse.Namespace, paths: Paths) -> int:
     if not path.exists():
         fail(f"no log yet at {path}")
         return EXIT_ERROR
-    show: Callable[[str], str] = (lambda s: s.rstrip("\n")) if args.raw else format_line
+    # The log is JSON lines: --raw and --json print them as stored.
+    show: Callable[[str], str] = (lambda s: s.rstrip("\n")) if args.raw or args.json else format_line
     with open(path, errors="replace") as fh:
         lines = fh.readlines()
         for line in lines[-args.lines :] if args.lines else lines:

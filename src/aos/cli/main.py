@@ -25,6 +25,7 @@ from .output import (
     EXIT_OK,
     emit_json,
     fail,
+    json_errors,
 )
 from .skills import cmd_skills
 from .usage import cmd_usage
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("start", help="start the daemon (returns once it serves)")
+    s = sub.add_parser("start", parents=[common], help="start the daemon (returns once it serves)")
     s.add_argument("--foreground", action="store_true", help="stay attached (for systemd and debugging)")
     s.add_argument(
         "--unsafe-durability",
@@ -53,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_start)
 
-    s = sub.add_parser("stop", help="stop the daemon and everything it started")
+    s = sub.add_parser("stop", parents=[common], help="stop the daemon and everything it started")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
     s.set_defaults(func=cmd_stop)
 
     s = sub.add_parser("status", parents=[common], help="is the daemon running; pid, uptime, database")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("logs", help="show the daemon log readably")
+    s = sub.add_parser("logs", parents=[common], help="show the daemon log readably")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     s.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all; default 50)")
     s.add_argument("--raw", action="store_true", help="print the JSON lines as stored")
@@ -158,7 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--new", action="store_true", help="to an agent: start a new session for it")
     x.set_defaults(func=cmd_send)
 
-    x = sub.add_parser("chat", help="talk to an agent interactively")
+    x = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="talk to an agent interactively",
+        description="Talk to an agent. In a terminal: a prompt with line editing, history and slash"
+        " commands (/help). From a pipe: one line per reply (with --json, the facts as JSON lines).",
+    )
     x.add_argument("agent", help="agent name or id")
     x.add_argument("--session", help="resume this session (default: the agent's latest)")
     x.add_argument("--new", action="store_true", help="start a new session")
@@ -201,13 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-scan the skill roots now; with a name, also restart that skill's quarantined service",
     )
     x.add_argument("name", nargs="?", help="a skill whose quarantined service should start again")
-    x = sksub.add_parser("logs", help="the last lines of a skill service's log")
+    x = sksub.add_parser("logs", parents=[common], help="the last lines of a skill service's log")
     x.add_argument("name")
     x.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all; default 50)")
     sk.set_defaults(func=cmd_skills)
 
     x = sub.add_parser(
         "ui",
+        parents=[common],
         help="print the web UI's sign-in link (good for one sign-in)",
         description="Print a link that signs this browser in to the web UI (aos-frontend). "
         "Each link works once; run `aos ui` again for another browser.",
@@ -226,13 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    json_errors(bool(getattr(args, "json", False)))
     paths = Paths.from_env()
     load_dotenv(paths)
     try:
         return int(args.func(args, paths))
     except Unavailable as exc:
         if exc.details.get("not_running"):  # no daemon to answer at all (raised by the client)
-            fail(f"aos is not running (no daemon on {paths.kernel_sock}); start it with `aos start`")
+            fail(
+                f"aos is not running (no daemon on {paths.kernel_sock}); start it with `aos start`",
+                "not_running",
+            )
             return EXIT_NOT_RUNNING
         # The daemon answered: something it needs is down (the database, a model), or it is stopping.
         if getattr(args, "json", False):

@@ -26,8 +26,10 @@ __all__ = [
     "fact_line",
     "fact_text",
     "fail",
+    "json_errors",
     "rpc",
     "table",
+    "warn",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -37,8 +39,26 @@ def echo(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def fail(text: str) -> None:
-    sys.stderr.write(f"aos: {text}\n")
+#: Set by ``--json``: errors are then printed as ``{"error": {type, message}}`` on stdout too.
+_json_errors = False
+
+
+def json_errors(on: bool) -> None:
+    global _json_errors
+    _json_errors = on
+
+
+def fail(text: str, type_: str = "error") -> None:
+    """An error for the person (stderr), or, under ``--json``, ``{"error": …}`` on stdout."""
+    if _json_errors:
+        emit_json({"error": {"type": type_, "message": text}})
+    else:
+        sys.stderr.write(f"aos: {text}\n")
+
+
+def warn(text: str) -> None:
+    """A warning: always on stderr, so ``--json`` output stays one JSON document."""
+    sys.stderr.write(f"aos: warning: {text}\n")
 
 
 def emit_json(value: Any) -> None:

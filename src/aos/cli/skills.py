@@ -56,10 +56,14 @@ def cmd_skills(args: argparse.Namespace, paths: Paths) -> int:
     if args.skills_cmd == "logs":
         log_path = paths.logs / "skills" / f"{args.name}.log"
         if not log_path.exists():
-            fail(f"no log for skill {args.name!r} at {log_path} (has its service ever started?)")
+            fail(f"no log for skill {args.name!r} at {log_path} (has its service ever started?)", "not_found")
             return EXIT_ERROR
         lines = log_path.read_text(errors="replace").splitlines()
-        for line in lines[-args.lines :] if args.lines else lines:
+        shown = lines[-args.lines :] if args.lines else lines
+        if args.json:
+            emit_json({"skill": args.name, "path": str(log_path), "lines": shown})
+            return EXIT_OK
+        for line in shown:
             echo(line)
         return EXIT_OK
     if args.skills_cmd == "show":
