@@ -383,3 +383,27 @@ def test_send_to_an_agent_steers_or_queues_and_a_queued_message_survives_a_resta
     users = [f["body"]["text"] for f in facts if f["kind"] == "message" and f["role"] == "user"]
     assert users == ["wait at the gate", "also note the time", "then write the report"]
     assert model.requests[-1]["messages"][-1] == {"role": "user", "content": "then write the report"}
+
+
+def test_debug_logging_says_what_each_step_did(
+    home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    from .conftest import run_aos
+
+    r = run_aos("start", env={**daemon_env, "AOS_LOG_LEVEL": "verbose"})
+    assert r.returncode == 2 and "AOS_LOG_LEVEL must be debug, info, warning or error" in r.stderr
+    env = {**daemon_env, "AOS_LOG_LEVEL": "debug"}
+    try:
+        assert run_aos("start", env=env).returncode == 0
+        sid = setup_agent(home, model)
+        model.add({"bash": "echo hi"}, {"text": "done"})
+        assert run_aos("send", sid, "say hi", "--wait", env=env).returncode == 0
+        events = [
+            json.loads(line) for line in run_aos("logs", "--json", "-n", "0", env=env).stdout.splitlines()
+        ]
+        debug = {e["event"] for e in events if e["level"] == "debug"}
+        assert {"syscall", "hook.call", "model.call", "command.run"} <= debug, debug
+        command = next(e for e in events if e["event"] == "command.run")
+        assert command["exit_code"] == 0 and command["ms"] > 0
+    finally:
+        run_aos("stop", env=env)

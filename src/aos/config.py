@@ -235,6 +235,9 @@ def load_config(paths: Paths) -> Config:
     if os.environ.get("AOS_MODEL"):
         data["model"] = os.environ["AOS_MODEL"]
         sources.append("AOS_MODEL")
+    level = os.environ.get("AOS_LOG_LEVEL", "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"AOS_LOG_LEVEL must be debug, info, warning or error, not {level!r}")
     cfg = Config(data, sources, warnings)
     for name in DEFAULTS["limits"]:
         cfg.limit(name)

@@ -17,7 +17,12 @@ import structlog
 
 from .redact import redact
 
-__all__ = ["configure", "format_line", "get_logger"]
+__all__ = [
+    "configure",
+    "debug_enabled",
+    "format_line",
+    "get_logger",
+]
 
 
 def _redact_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
@@ -28,8 +33,25 @@ def _dumps(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+_LEVELS = ("debug", "info", "warning", "error")
+_debug = False
+
+
+def debug_enabled() -> bool:
+    """Whether ``AOS_LOG_LEVEL=debug`` is in force: hot paths check this once, not per event."""
+    return _debug
+
+
 def configure(log_file: Path | None, *, level: str = "info", also_stderr: bool = False) -> None:
-    """Send structlog events to ``log_file`` (and stderr in the foreground) as JSON lines."""
+    """Send structlog events to ``log_file`` (and stderr in the foreground) as JSON lines.
+
+    Raises:
+        ValueError: a level other than debug, info, warning or error.
+    """
+    global _debug
+    if level.lower() not in _LEVELS:
+        raise ValueError(f"AOS_LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {level!r}")
+    _debug = level.lower() == "debug"
     streams: list[TextIO] = []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..logs import get_logger
+from ..logs import debug_enabled, get_logger
 
 __all__ = [
     "HOOKS",
@@ -123,10 +124,33 @@ class HookHandler:
 
 
 async def _call(h: HookHandler, input_data: dict[str, Any], output_data: Any) -> Any:
+    if debug_enabled():
+        return await _call_logged(h, input_data, output_data)
     result = h.fn(input_data, output_data)
     if inspect.isawaitable(result):
         result = await asyncio.wait_for(result, h.timeout_s)
     return result
+
+
+async def _call_logged(h: HookHandler, input_data: dict[str, Any], output_data: Any) -> Any:
+    """:func:`_call`, saying in the log (at debug) how each handler answered and how fast."""
+    t0 = time.perf_counter()
+    outcome = "error"
+    try:
+        result = h.fn(input_data, output_data)
+        if inspect.isawaitable(result):
+            result = await asyncio.wait_for(result, h.timeout_s)
+        verdict = result.get("verdict") if isinstance(result, dict) else None
+        outcome = str(verdict) if verdict else ("unchanged" if result is None else "ok")
+        return result
+    finally:
+        log.debug(
+            "hook.call",
+            hook=h.hook,
+            skill=h.skill,
+            ms=round((time.perf_counter() - t0) * 1000, 2),
+            outcome=outcome,
+        )
 
 
 class HookBus:

@@ -24,7 +24,7 @@ from aos_sdk.errors import AosError, InvalidParams, MethodNotFound, Rejected
 from .. import __version__
 from ..config import Config, Paths
 from ..db.store import SCHEMA_VERSION, Store
-from ..logs import get_logger
+from ..logs import debug_enabled, get_logger
 from ..loop import model_info, openai_wire
 from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
@@ -108,6 +108,8 @@ class Kernel:
         self._t0 = time.monotonic()
         self.streams = Streams(store)
         self.runtime_log = RuntimeLog(store)
+        #: AOS_LOG_LEVEL=debug: each syscall, hook call, model call and command is logged too.
+        self.debug = debug_enabled()
         self.connections = 0
         self.pid = os.getpid()
         self.hooks = HookBus()
@@ -239,9 +241,16 @@ class Kernel:
             error = exc
             raise
         finally:
+            took = time.perf_counter() - t0
             if sc.kind == "command" or (error is not None and error.type == "permission_denied"):
-                self.runtime_log.record(
-                    ctx.caller.actor, method, params, result, error, time.perf_counter() - t0
+                self.runtime_log.record(ctx.caller.actor, method, params, result, error, took)
+            if self.debug:
+                log.debug(
+                    "syscall",
+                    method=method,
+                    actor=ctx.caller.actor,
+                    ms=round(took * 1000, 2),
+                    error=None if error is None else error.type,
                 )
 
     # -- skills --------------------------------------------------------------------------------

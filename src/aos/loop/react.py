@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aos_sdk.errors import AosError
 
 from ..kernel.hooks import Ask, HookError, Reject
-from ..logs import get_logger
+from ..logs import debug_enabled, get_logger
 from .context import Context, InvalidContext
 from .journal import Journal
 from .model import BASH_TOOL, ModelError, complete
@@ -237,6 +237,17 @@ class ReActUnit:
                 attempts=exc.attempts,
             ) from exc
         usage = reply.usage()
+        if debug_enabled():
+            log.debug(
+                "model.call",
+                dispatch=self.spec.dispatch_id,
+                model=reply.model,
+                ms=round(reply.latency_ms, 1),
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                tool_calls=len(reply.tool_calls),
+                finish=reply.finish_reason,
+            )
         self.usage.add(usage)
         self.context.last_prompt_tokens = usage["prompt_tokens"]
         self.spec.steps += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.hooks import Ask, Reject
+from ..logs import debug_enabled, get_logger
 from .model import ToolCall
 from .spec import Stop
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from .react import ReActUnit
 
 __all__ = ["ToolCalls", "result_body"]
+
+log = get_logger("aos.react")
 
 
 class ToolCalls:
@@ -105,6 +108,16 @@ class ToolCalls:
             keep=self.unit.spec.content_cap_bytes,
             stop=self.unit.interrupted,
         )
+        if debug_enabled():
+            log.debug(
+                "command.run",
+                dispatch=self.unit.spec.dispatch_id,
+                call_id=call_id,
+                sandbox="bwrap" if argv else "off",
+                exit_code=res.exit_code,
+                ms=round(res.duration_ms, 1),
+                bytes=res.size,
+            )
         if res.stopped:
             # What it printed before it was killed is kept: the model and the person see it.
             await self.unit.append(
