@@ -407,3 +407,35 @@ def test_debug_logging_says_what_each_step_did(
         assert command["exit_code"] == 0 and command["ms"] > 0
     finally:
         run_aos("stop", env=env)
+
+
+def test_send_wait_streams_command_output_as_it_prints(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    gate = workspace(home) / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"echo first; cat {gate}; echo second"}, {"text": "all printed"})
+    assert aos("start").returncode == 0
+    sid = setup_agent(home, model)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aos", "send", sid, "print", "--wait"],
+        env=daemon_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        # Shown while the command still waits at the gate: live, not when it ends.
+        assert lines == [f"  $ echo first; cat {gate}; echo second\n", "  │ first\n"]
+        gate.write_text("middle\n")
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert rest.splitlines()[:3] == ["  │ middle", "  │ second", "alice> all printed"], rest
+    assert proc.returncode == 0

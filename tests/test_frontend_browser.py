@@ -364,3 +364,25 @@ async def test_every_page_fits_a_phone_screen(kernel: Any, model: ScriptedModel,
         for box in [await b.bounding_box() for b in await page.locator("nav button").all()]:
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
     assert not overflow, f"pages wider than the screen (scrollWidth, clientWidth): {overflow}"
+
+
+async def test_a_commands_output_shows_in_its_card_as_it_prints(
+    kernel: Any, model: ScriptedModel, page: Any
+) -> None:
+    from playwright.async_api import expect
+
+    from .rpc import workspace
+
+    gate = workspace(kernel.paths.home, "ada") / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"echo first; cat {gate}; echo second"}, {"text": "printed"})
+    await start_chat(page, "ada")
+    await page.get_by_label("Message").fill("print slowly")
+    await page.keyboard.press("Enter")
+    card = page.locator(".card").first
+    await expect(card.locator("pre.live")).to_have_text("first\n")  # while the command still runs
+    await expect(card.locator(".meta")).to_have_text("running…")
+    await asyncio.to_thread(gate.write_text, "middle\n")
+    await expect(card.locator(".meta")).to_contain_text("ok · exit 0")
+    await expect(card.locator("pre.live")).to_have_count(0)
+    await expect(card.locator("details pre")).to_have_text("first\nmiddle\nsecond\n")

@@ -211,3 +211,60 @@ async def test_dispatch_get_counts_steps_while_it_runs(
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 10)
     ended = await call(rpc, "dispatch.get", {"dispatch": started["dispatch_id"]})
     assert ended["status"] == "done" and ended["steps"] == 3
+
+
+@pytest.mark.parametrize("kernel", [{"model_backoff_ms": 10}], indirect=True)
+async def test_live_followers_see_output_as_it_prints_and_retries_as_they_happen(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """history.subscribe {live: true}: a command's output arrives while it runs (between its
+    tool.started and tool.result facts), and a model retry is said before the retry; nothing of
+    it is stored, and a subscriber that did not ask gets none of it."""
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add(
+        {"status": 503, "error": "overloaded"},
+        {"bash": f"echo first; cat {gate}; echo second"},
+        {"text": "done"},
+    )
+    live_seen: list[tuple[str, Any]] = []
+    plain: list[str] = []
+    got_first = asyncio.Event()
+
+    def on_live(note: Any) -> None:
+        if note.method == "history.live":
+            event = note.params["event"]
+            live_seen.append(("live", event))
+            if "first" in event.get("text", ""):
+                got_first.set()
+        else:
+            live_seen.append(("fact", note.params["fact"]["kind"]))
+
+    follow = Follow()
+    async with (
+        open_connection(kernel.paths.kernel_sock, on_notification=on_live) as live,
+        open_connection(kernel.paths.kernel_sock, on_notification=lambda n: plain.append(n.method)) as other,
+        open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub,
+    ):
+        await live.call("history.subscribe", {"session": sid, "live": True})
+        await other.call("history.subscribe", {"session": sid})
+        await sub.call("history.subscribe", {"session": sid})
+        started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+        await asyncio.wait_for(got_first.wait(), 30)  # "first" while the command still waits
+        assert not any(f["kind"] == "tool.result" for f in follow.facts)
+        await asyncio.to_thread(gate.write_text, "middle\n")
+        await follow.until(lambda f: f["kind"] == "dispatch.end")
+        await live.call("system.ping", {})  # what was sent before the end has arrived
+    kinds = [x[1] if x[0] == "fact" else x[1]["type"] for x in live_seen]
+    assert kinds.index("message") < kinds.index("model.retry") < kinds.index("tool.started")  # as it happened
+    retry = next(x[1] for x in live_seen if x[0] == "live" and x[1]["type"] == "model.retry")
+    assert (
+        retry["dispatch_id"] == started["dispatch_id"] and retry["attempt"] == 1 and "503" in retry["error"]
+    )
+    outputs = [x[1] for x in live_seen if x[0] == "live" and x[1]["type"] == "output"]
+    assert "".join(o["text"] for o in outputs) == "first\nmiddle\nsecond\n"
+    between = kinds[kinds.index("tool.started") : kinds.index("tool.result")]
+    assert "output" in between and "output" not in kinds[kinds.index("tool.result") :]
+    assert "history.live" not in plain
+    stored = (await call(rpc, "history.list", {"session": sid}))["facts"]
+    assert not any(f["kind"].startswith("live") for f in stored)

@@ -516,7 +516,8 @@ class UI:
 
     async def stream(self, request: Request) -> Response:
         """Server-sent events: each fact of the session after ``Last-Event-ID`` (or ``?after=``),
-        its seq as the event id, so a reconnect resumes exactly; a ``heartbeat`` event every 15 s."""
+        its seq as the event id, so a reconnect resumes exactly; ``live`` events (a command's
+        output as it prints, model retries) without an id; a ``heartbeat`` event every 15 s."""
         if not self._authorized(request):
             return JSONResponse({"error": "sign in with the link `aos ui` prints"}, status_code=401)
         sid = request.path_params["sid"]
@@ -525,16 +526,18 @@ class UI:
             after = max(int(raw), 0)
         except ValueError:
             return JSONResponse({"error": "Last-Event-ID is a fact's seq"}, status_code=400)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
         def on_note(note: Any) -> None:
             if note.method == "history.fact" and isinstance(note.params, dict):
-                queue.put_nowait(note.params["fact"])
+                queue.put_nowait(("fact", note.params["fact"]))
+            elif note.method == "history.live" and isinstance(note.params, dict):
+                queue.put_nowait(("live", note.params["event"]))
 
         conn_cm = open_connection(self.socket_path, on_notification=on_note)
         conn = await conn_cm.__aenter__()
         try:
-            await conn.call("history.subscribe", {"session": sid, "after_seq": after})
+            await conn.call("history.subscribe", {"session": sid, "after_seq": after, "live": True})
         except AosError as exc:
             await conn_cm.__aexit__(None, None, None)
             return JSONResponse({"error": exc.message}, status_code=STATUS.get(exc.type, 500))
@@ -544,13 +547,16 @@ class UI:
                 yield "retry: 1000\n\n"
                 while True:
                     try:
-                        fact = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                        kind, item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                     except TimeoutError:
                         if conn.closed:
                             return  # the kernel went away: the browser reconnects and resumes
                         yield "event: heartbeat\ndata: {}\n\n"
                         continue
-                    yield f"id: {fact['seq']}\nevent: fact\ndata: {json.dumps(fact)}\n\n"
+                    if kind == "live":  # progress: no id, so a reconnect resumes from the last fact
+                        yield f"event: live\ndata: {json.dumps(item)}\n\n"
+                    else:
+                        yield f"id: {item['seq']}\nevent: fact\ndata: {json.dumps(item)}\n\n"
             finally:
                 await conn_cm.__aexit__(None, None, None)
 

@@ -133,6 +133,8 @@ function render(f, before, live = false) {
     card(b.call_id, b.command);
   } else if (f.kind === "tool.result") {
     const c = card(b.call_id, "");
+    const streamed = c.querySelector("pre.live");
+    if (streamed) streamed.remove();
     const meta = c.querySelector(".meta");
     const bits = [b.outcome];
     if (b.exit_code != null) bits.push(`exit ${b.exit_code}`);
@@ -240,6 +242,19 @@ function connect() {
     const f = JSON.parse(e.data);
     accept(f, true);
     if (f.kind === "dispatch.end") loadSessions(); // its phase changed
+  });
+  es.addEventListener("live", (e) => {
+    state.lastEvent = Date.now();
+    const ev = JSON.parse(e.data);
+    if (ev.type === "output") {
+      // What the command prints, as it prints it; its result replaces it with the record.
+      const c = card(ev.call_id, "");
+      let pre = c.querySelector("pre.live");
+      if (!pre) { pre = el("pre", { class: "live", "aria-live": "off" }); c.append(pre); }
+      pre.textContent += ev.text;
+    } else if (ev.type === "model.retry") {
+      $("transcript").append(el("li", { class: "end retry", text: `the model call failed (${ev.error}); trying again in ${ev.wait_s} s` }));
+    }
   });
   es.addEventListener("heartbeat", () => { state.lastEvent = Date.now(); });
   es.addEventListener("error", () => { banner("Connection lost: reconnecting…"); });

@@ -28,6 +28,25 @@ class Render:
     def __init__(self, agent: str, *, lines: int = 20) -> None:
         self.agent = agent
         self.lines = lines
+        #: Calls whose output was shown live (``history.live``): their result shows only how
+        #: they ended. The text of a line still being printed waits for its end.
+        self._live: dict[str, str] = {}
+
+    def live(self, event: dict[str, Any]) -> None:
+        """A live event: a command's output as it prints, or a model call being retried."""
+        if event.get("type") == "output":
+            call = str(event.get("call_id"))
+            text = self._live.get(call, "") + str(event.get("text", ""))
+            *done, rest = text.split("\n")
+            for line in done:
+                echo(f"  │ {line}")
+            self._live[call] = rest
+        elif event.get("type") == "model.retry":
+            echo(
+                f"  … the model call failed ({event.get('error')}); trying again in {event.get('wait_s')} s"
+                f" (attempt {int(event.get('attempt', 0)) + 1})"
+            )
+        sys.stdout.flush()
 
     def fact(self, f: dict[str, Any]) -> None:
         kind, body = f["kind"], f.get("body") or {}
@@ -36,17 +55,19 @@ class Render:
                 echo(f"{self.agent}> {body['text']}")
         elif kind == "tool.started":
             echo(f"  $ {body['command']}")
+        elif kind == "tool.result" and str(body.get("call_id")) in self._live:
+            rest = self._live.pop(str(body.get("call_id")))
+            if rest:
+                echo(f"  │ {rest}")
+            self._ended(body)
         elif kind == "tool.result":
-            outcome = body.get("outcome")
             text = str(body.get("output", ""))
             shown = text.splitlines()
             for line in shown[: self.lines]:
                 echo(f"  │ {line}")
             if len(shown) > self.lines:
                 echo(f"  │ … {len(shown) - self.lines} more lines")
-            if outcome not in ("ok", None) or body.get("exit_code") not in (0, None):
-                detail = f"exit {body['exit_code']}" if body.get("exit_code") not in (0, None) else outcome
-                echo(f"  └ [{detail}]")
+            self._ended(body)
         elif kind == "approval.requested":
             echo(
                 f"  ? approval {body['approval_id']} needed ({body['skill']}: {body['reason']}): {body['command']}"
@@ -74,6 +95,13 @@ class Render:
             )
         sys.stdout.flush()
 
+    @staticmethod
+    def _ended(body: dict[str, Any]) -> None:
+        outcome = body.get("outcome")
+        if outcome not in ("ok", None) or body.get("exit_code") not in (0, None):
+            detail = f"exit {body['exit_code']}" if body.get("exit_code") not in (0, None) else outcome
+            echo(f"  └ [{detail}]")
+
 
 def follow_dispatch(
     c: SyncClient,
@@ -91,6 +119,16 @@ def follow_dispatch(
         # Ctrl-C may land anywhere in here (waiting, printing, asking): it always interrupts.
         try:
             note = next(notes)
+            if note.method == "history.live":
+                event = note.params["event"]
+                if event.get("dispatch_id") != dispatch_id:
+                    continue
+                if json_out:
+                    echo(json.dumps({"live": event}, ensure_ascii=False))
+                    sys.stdout.flush()
+                elif render is not None:
+                    render.live(event)
+                continue
             if note.method != "history.fact":
                 continue
             f = note.params["fact"]
@@ -117,8 +155,9 @@ def follow_dispatch(
 
 
 def subscribe(c: SyncClient, session: str) -> None:
-    """Follow the session's new facts on this connection (once: every dispatch comes through it)."""
-    c.call("history.subscribe", {"session": session})
+    """Follow the session's new facts, and its live events, on this connection (once: every
+    dispatch comes through it)."""
+    c.call("history.subscribe", {"session": session, "live": True})
     c.set_timeout(None)
 
 

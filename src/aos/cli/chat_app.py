@@ -104,7 +104,8 @@ class Chat:
             try:
                 async with open_connection(self.sock, on_notification=self._on_note) as conn:
                     sub = await conn.call(
-                        "history.subscribe", {"session": self.session_id, "after_seq": self.last_seq}
+                        "history.subscribe",
+                        {"session": self.session_id, "after_seq": self.last_seq, "live": True},
                     )
                     self._subscription = str(sub["subscription"])
                     self.conn = conn
@@ -142,7 +143,9 @@ class Chat:
         self.session_id = session_id
         self.last_seq = int(session["last_seq"])
         self._reset()
-        sub = await self.call("history.subscribe", {"session": session_id, "after_seq": self.last_seq})
+        sub = await self.call(
+            "history.subscribe", {"session": session_id, "after_seq": self.last_seq, "live": True}
+        )
         self._subscription = str(sub["subscription"])
         if old is not None:
             with contextlib.suppress(AosError):
@@ -151,6 +154,15 @@ class Chat:
     # -- what arrives ----------------------------------------------------------------------------
 
     def _on_note(self, note: Any) -> None:
+        if note.method == "history.live":
+            event = note.params["event"]
+            if event.get("dispatch_id") == self.dispatch_id:
+                if self.json_out:
+                    echo(json.dumps({"live": event}, ensure_ascii=False))
+                    sys.stdout.flush()
+                else:
+                    self.render.live(event)
+            return
         if note.method != "history.fact":
             return
         f = note.params["fact"]

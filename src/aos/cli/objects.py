@@ -279,13 +279,34 @@ def cmd_history(args: argparse.Namespace, paths: Paths) -> int:
                     break
                 after = res["next_after"]
             return EXIT_OK
-        c.call("history.subscribe", {"session": args.session, "after_seq": args.after})
+        c.call("history.subscribe", {"session": args.session, "after_seq": args.after, "live": True})
         c.set_timeout(None)
+        streamed: set[str] = set()  # commands whose output was shown as it printed
         try:
             for note in c.notifications():
-                if note.method == "history.fact":
+                if note.method == "history.live":
+                    event = note.params["event"]
+                    if args.json:
+                        echo(json.dumps({"live": event}, ensure_ascii=False))
+                    elif event.get("type") == "output":
+                        streamed.add(str(event.get("call_id")))
+                        for line in str(event.get("text", "")).splitlines():
+                            echo(" " * 33 + f"│ {line}")
+                    elif event.get("type") == "model.retry":
+                        echo(
+                            " " * 33
+                            + f"… model call failed ({event.get('error')}); retrying in {event.get('wait_s')} s"
+                        )
+                    sys.stdout.flush()
+                elif note.method == "history.fact":
                     f = note.params["fact"]
-                    echo(json.dumps(f, ensure_ascii=False) if args.json else fact_line(f))
+                    if args.json:
+                        echo(json.dumps(f, ensure_ascii=False))
+                    elif f["kind"] == "tool.result" and str((f.get("body") or {}).get("call_id")) in streamed:
+                        # Its output is already on screen: the line says how it ended.
+                        echo(fact_line({**f, "body": {**f["body"], "output": "(output above)"}}))
+                    else:
+                        echo(fact_line(f))
                     sys.stdout.flush()
         except KeyboardInterrupt:
             return EXIT_OK

@@ -185,7 +185,7 @@ async def history_get(k: Kernel, ctx: CallContext, p: m.HistoryGet) -> m.Fact:
 
 
 async def history_subscribe(k: Kernel, ctx: CallContext, p: m.HistorySubscribe) -> m.SubscribeResult:
-    return await k.subscribe(ctx, p.session, p.after_seq)
+    return await k.subscribe(ctx, p.session, p.after_seq, p.live)
 
 
 async def history_unsubscribe(k: Kernel, ctx: CallContext, p: m.Unsubscribe) -> m.Ok:

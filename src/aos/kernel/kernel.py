@@ -393,9 +393,17 @@ class Kernel:
             ).model_dump(mode="json")
             self.streams.offer(session_id, fact)
 
-    async def subscribe(self, ctx: CallContext, session_id: str, after_seq: int | None) -> m.SubscribeResult:
+    async def subscribe(
+        self, ctx: CallContext, session_id: str, after_seq: int | None, live: bool = False
+    ) -> m.SubscribeResult:
         """Stream the facts of ``session_id`` to the caller (see :mod:`.streams`)."""
-        return await self.streams.subscribe(ctx, session_id, after_seq)
+        return await self.streams.subscribe(ctx, session_id, after_seq, live)
+
+    def live(self, session_id: str, event: dict[str, Any]) -> None:
+        """A live event (progress: command output, a model retry) for the session's live
+        subscribers; dropped when there is none. Never stored: history keeps the facts."""
+        if self.streams.live_watched(session_id):
+            self.streams.offer_live(session_id, event)
 
     def unsubscribe(self, ctx: CallContext, subscription: str) -> None:
         self.streams.unsubscribe(ctx, subscription)

@@ -240,6 +240,11 @@ class HistorySubscribe(Params):
     after_seq: int | None = Field(
         default=None, ge=0, description="replay facts after this seq first; null: only new facts"
     )
+    live: bool = Field(
+        default=False,
+        description="also send history.live events: progress as it happens (command output, model"
+        " retries), never stored or replayed",
+    )
 
 
 class SubscribeResult(Result):

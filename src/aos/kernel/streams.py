@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Streams", "Subscription"]
 
 _RECENT_FACTS = 512  # per subscription: facts kept in memory so live delivery skips the database
+_LIVE_BACKLOG = 1000  # per subscription: live events waiting to be sent (the oldest go first)
 
 
 @dataclass(eq=False)
@@ -40,6 +41,9 @@ class Subscription:
     recent: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: Wants live events (``history.live``): transient progress, never stored or replayed.
+    live: bool = False
+    pending_live: deque[dict[str, Any]] = field(default_factory=deque)
 
 
 class Streams:
@@ -56,6 +60,22 @@ class Streams:
     def count(self) -> int:
         return sum(len(s) for s in self._watchers.values())
 
+    def live_watched(self, session_id: str) -> bool:
+        """Whether a subscription of ``session_id`` wants live events (else none is made)."""
+        return any(sub.live for sub in self._watchers.get(session_id, ()))
+
+    def offer_live(self, session_id: str, event: dict[str, Any]) -> None:
+        """Hand a live event to the session's live subscriptions. Each gets it after the facts
+        stored before it, so a command's output follows its ``tool.started``. A subscriber that
+        cannot keep up loses the oldest events (they are progress, not record: the facts that
+        follow hold everything)."""
+        for sub in self._watchers.get(session_id, ()):
+            if sub.live:
+                if len(sub.pending_live) >= _LIVE_BACKLOG:
+                    sub.pending_live.popleft()
+                sub.pending_live.append(event)
+                sub.wake.set()
+
     def offer(self, session_id: str, fact: dict[str, Any]) -> None:
         """Hand a fact that was just stored to the session's subscriptions."""
         for sub in self._watchers.get(session_id, ()):
@@ -69,7 +89,9 @@ class Streams:
         sub.latest = max(sub.latest, seq)
         sub.wake.set()
 
-    async def subscribe(self, ctx: CallContext, session_id: str, after_seq: int | None) -> m.SubscribeResult:
+    async def subscribe(
+        self, ctx: CallContext, session_id: str, after_seq: int | None, live: bool = False
+    ) -> m.SubscribeResult:
         """Start streaming facts of ``session_id`` to the caller as ``history.fact`` notifications.
 
         Facts after ``after_seq`` are replayed from the database first; the subscription is
@@ -78,7 +100,9 @@ class Streams:
         """
         if ctx.conn is None:
             raise InvalidParams("history.subscribe needs a connection to push to")
-        sub = Subscription(id=f"sub_{secrets.token_hex(6)}", session_id=session_id, next_seq=0, conn=ctx.conn)
+        sub = Subscription(
+            id=f"sub_{secrets.token_hex(6)}", session_id=session_id, next_seq=0, conn=ctx.conn, live=live
+        )
         self._watchers.setdefault(session_id, set()).add(sub)
         try:
             session = await self.store.get_session(session_id)
@@ -134,6 +158,9 @@ class Streams:
                 # Drop facts the pump has already passed.
                 for seq in [s for s in sub.recent if s < sub.next_seq]:
                     del sub.recent[seq]
+                while sub.pending_live and sub.next_seq > sub.latest:
+                    event = sub.pending_live.popleft()
+                    await sub.conn.notify("history.live", {"subscription": sub.id, "event": event})
         finally:
             self._drop(sub)
             ctx.subscriptions.pop(sub.id, None)

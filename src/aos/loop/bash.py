@@ -186,6 +186,7 @@ async def run_bash(
     argv: list[str] | None = None,
     stop: asyncio.Event | None = None,
     keep: int = 8 * 1024 * 1024,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> RunResult:
     """Run ``command``; see the module docstring. Cancelling kills the command's group.
 
@@ -198,7 +199,7 @@ async def run_bash(
     ``keep`` bounds what is kept of the whole output (``RunResult.full``): past it, its first and
     last halves with a marker saying how much was left out. ``stop``, when set while the command
     runs, kills it like a timeout does, and the result keeps what it printed until then
-    (``stopped``).
+    (``stopped``). ``on_output`` gets each chunk as the command prints it (live progress).
     """
     t0 = time.perf_counter()
     marker = None
@@ -238,6 +239,8 @@ async def run_bash(
     async def pump() -> None:
         while chunk := await stdout.read(65536):
             out.feed(chunk)
+            if on_output is not None:
+                on_output(chunk)
 
     reader = asyncio.create_task(pump())
     timed_out = stopped = False

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,7 @@ async def complete(
     retries: int = 3,
     backoff_s: float = 0.5,
     client: str = "auto",
+    on_retry: Callable[[dict[str, Any]], None] | None = None,
 ) -> ModelReply:
     """One chat completion, with retries on transient provider errors.
 
@@ -216,6 +218,8 @@ async def complete(
 
     Raises:
         ModelError: the final failure (``kind`` is the provider error class name).
+
+    ``on_retry`` hears of each transient failure before the wait that follows it.
     """
     params = params or {}
     endpoint = openai_wire.endpoint_for(model, params) if client != "litellm" else None
@@ -245,6 +249,8 @@ async def complete(
             transient = exc.transient if isinstance(exc, openai_wire.WireError) else _is_transient(exc)
             if attempt <= retries and transient:
                 delay = backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+                if on_retry is not None:  # said as it happens: a person is waiting on this
+                    on_retry({"attempt": attempt, "error": _short(exc), "wait_s": round(delay, 2)})
                 await asyncio.sleep(delay)
                 continue
             kind = exc.kind if isinstance(exc, openai_wire.WireError) else type(exc).__name__

@@ -115,6 +115,12 @@ class ReActUnit:
         self.interrupt_cause = cause
         self.interrupted.set()
 
+    def live(self, type_: str, **fields: Any) -> None:
+        """A live event for whoever follows the session now (see ``history.subscribe``)."""
+        self.dispatcher.kernel.live(
+            self.spec.session_id, {"type": type_, "dispatch_id": self.spec.dispatch_id, **fields}
+        )
+
     def stopped(self) -> Stop:
         """The :class:`Stop` an interrupt ends the loop with."""
         return Stop("interrupted", self.interrupt_reason or "interrupted", cause=self.interrupt_cause)
@@ -226,6 +232,7 @@ class ReActUnit:
                     retries=self.spec.model_retries,
                     backoff_s=self.spec.model_backoff_s,
                     client=self.spec.model_client,
+                    on_retry=lambda info: self.live("model.retry", step=self.spec.steps + 1, **info),
                 )
             )
         except ModelError as exc:

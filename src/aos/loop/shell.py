@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class Shell:
         cap: int,
         keep: int,
         stop: asyncio.Event | None,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> RunResult:
         """Run ``command`` (with ``argv`` from :meth:`argv`, or unsandboxed)."""
         return await run_bash(
@@ -126,4 +128,5 @@ class Shell:
             argv=argv,
             stop=stop,
             keep=keep,
+            on_output=on_output,
         )

@@ -9,10 +9,13 @@ restart, :meth:`ToolCalls.resume_pending` finishes the calls of the last step th
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.hooks import Ask, Reject
 from ..logs import debug_enabled, get_logger
+from ..redact import scrub_values
 from .model import ToolCall
 from .spec import Stop
 
@@ -103,6 +106,7 @@ class ToolCalls:
             cwd,
             env,
             argv,
+            on_output=self.live_output(call_id),
             timeout=self.unit.spec.bash_timeout_s,
             cap=self.unit.spec.output_cap_bytes,
             keep=self.unit.spec.content_cap_bytes,
@@ -212,6 +216,29 @@ class ToolCalls:
                     await self.execute(call.id, decision, asked["cwd"], await self.env(call.id))
             else:
                 await self.call(call)
+
+    def live_output(self, call_id: str) -> Callable[[bytes], None] | None:
+        """What a command prints, as it prints it, for live followers: decoded, with secret
+        values scrubbed like the stored output, and at most the output cap of it (the
+        ``tool.result`` has the rest). None when nobody follows live: nothing is done per chunk."""
+        kernel = self.unit.dispatcher.kernel
+        if not kernel.streams.live_watched(self.unit.spec.session_id):
+            return None
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        budget = [self.unit.spec.output_cap_bytes]
+
+        def chunk(data: bytes) -> None:
+            if budget[0] <= 0:
+                return
+            data = data[: budget[0]]
+            budget[0] -= len(data)
+            text = scrub_values(decoder.decode(data))
+            if budget[0] <= 0:
+                text += "\n[… more in the result]\n"
+            if text:
+                self.unit.live("output", call_id=call_id, text=text)
+
+        return chunk
 
 
 def result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
