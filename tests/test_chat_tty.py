@@ -120,7 +120,9 @@ def idle(seconds: float) -> None:
 
 
 def leave(term: Term) -> None:
-    """Ctrl-D, then read (answering the terminal's questions, as a terminal does) until it exits."""
+    """Ctrl-D at an idle prompt (the status line says so; it redraws every second), then read
+    (answering the terminal's questions, as a terminal does) until the chat exits."""
+    term.expect(r"idle · /help")
     term.child.sendcontrol("d")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ refused; through real dispatches, real bash and the scripted model."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -268,3 +269,61 @@ async def test_live_followers_see_output_as_it_prints_and_retries_as_they_happen
     assert "history.live" not in plain
     stored = (await call(rpc, "history.list", {"session": sid}))["facts"]
     assert not any(f["kind"].startswith("live") for f in stored)
+
+
+@pytest.mark.parametrize("client", ["auto", "litellm"])
+async def test_the_models_text_streams_to_live_followers_and_is_stored_whole(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, client: str
+) -> None:
+    """With a live follower the model call streams (direct client and litellm alike): its text
+    arrives piece by piece before the assistant fact, and the fact, its tool calls and usage are
+    what they would be without streaming. Without one, nothing streams."""
+    await call(
+        rpc,
+        "agent.update",
+        {
+            "agent": "alice",
+            "settings": {"model_params": {"api_base": model.url, "api_key": "k"}, "model_client": client},
+        },
+    )
+    answer = "The build is green and every test passed today."
+    model.add({"bash": "true", "text": "checking first"}, {"text": answer})
+    seen: list[tuple[str, Any]] = []
+    follow = Follow()
+
+    def on_note(note: Any) -> None:
+        if note.method == "history.live":
+            seen.append(("live", note.params["event"]))
+        else:
+            seen.append(("fact", note.params["fact"]))
+
+    async with (
+        open_connection(kernel.paths.kernel_sock, on_notification=on_note) as live,
+        open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub,
+    ):
+        await live.call("history.subscribe", {"session": sid, "live": True})
+        await sub.call("history.subscribe", {"session": sid})
+        await call(rpc, "session.dispatch", {"session": sid, "message": "status?"})
+        end = await follow.until(lambda f: f["kind"] == "dispatch.end")
+        await live.call("system.ping", {})
+    assert end["body"]["status"] == "done", (
+        end["body"],
+        [(r.get("stream"), len(r["messages"])) for r in model.requests],
+    )
+    assert all(r.get("stream") is True for r in model.requests)
+    texts = [e for kind, e in seen if kind == "live" and e["type"] == "text"]
+    final = [e for e in texts if e["step"] == 2]
+    assert len(final) > 1 and "".join(e["text"] for e in final) == answer
+    order = [(k, x["type"] if k == "live" else x["kind"]) for k, x in seen]
+    last_piece = max(i for i, (k, t) in enumerate(order) if t == "text")
+    assert order[last_piece + 1] == ("fact", "message"), "the pieces come before the stored answer"
+    facts = [x for k, x in seen if k == "fact" and x["kind"] == "message" and x["role"] == "assistant"]
+    assert facts[0]["body"]["text"] == "checking first"
+    assert facts[0]["body"]["tool_calls"][0]["name"] == "bash"
+    assert json.loads(facts[0]["body"]["tool_calls"][0]["arguments"]) == {"command": "true"}
+    assert facts[1]["body"]["text"] == answer and facts[1]["meta"]["usage"]["completion_tokens"] > 0
+    # Nobody follows live: the next dispatch does not stream.
+    model.add({"text": "quiet"})
+    await call(rpc, "session.dispatch", {"session": sid, "message": "again"})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    assert "stream" not in model.requests[-1]

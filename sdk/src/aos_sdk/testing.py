@@ -165,6 +165,13 @@ class ScriptedModel:
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 status, payload = await self._answer(method, path, body, headers)
+                if (
+                    status == 200
+                    and isinstance(payload, dict)
+                    and payload.get("object") == "chat.completion.stream"
+                ):
+                    await self._stream(writer, payload)
+                    continue
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
@@ -212,7 +219,23 @@ class ScriptedModel:
         if "raw" in step:  # an answer sent exactly as scripted (a malformed one, say)
             return 200, step["raw"]
         completion = self._completion(n, request, step)
+        if request.get("stream") and not anthropic:
+            return 200, {"object": "chat.completion.stream", "chunks": _chunks(completion, request)}
         return 200, _as_anthropic(completion) if anthropic else completion
+
+    @staticmethod
+    async def _stream(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+        """A streamed answer: server-sent events, one ``chat.completion.chunk`` each, then
+        ``[DONE]``; chunked transfer encoding, each event flushed on its own."""
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for chunk in [*(f"data: {json.dumps(c)}\n\n" for c in payload["chunks"]), "data: [DONE]\n\n"]:
+            data = chunk.encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
     @staticmethod
     def _completion(n: int, request: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +265,30 @@ class ScriptedModel:
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": usage,
         }
+
+
+def _chunks(completion: dict[str, Any], request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A completion as the chunks of an OpenAI stream: the text a few words at a time, each tool
+    call whole, the finish reason, and the usage last when ``stream_options.include_usage``."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+    base = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    words = (message.get("content") or "").split(" ")
+    for i in range(0, len(words), 2):
+        piece = " ".join(words[i : i + 2]) + (" " if i + 2 < len(words) else "")
+        if piece:
+            out.append(chunk({"content": piece}))
+    for i, call in enumerate(message.get("tool_calls") or []):
+        out.append(chunk({"tool_calls": [{"index": i, **call}]}))
+    out.append(chunk({}, choice["finish_reason"]))
+    if (request.get("stream_options") or {}).get("include_usage"):
+        out.append({**base, "choices": [], "usage": completion["usage"]})
+    return out
 
 
 def _as_anthropic(completion: dict[str, Any]) -> dict[str, Any]:

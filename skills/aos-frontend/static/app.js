@@ -127,6 +127,8 @@ function render(f, before, live = false) {
   if (f.kind === "message" && f.role === "user") {
     t.append(el("li", { class: "user" }, el("div", { text: b.text ?? JSON.stringify(b) }), forkButton(f.seq)));
   } else if (f.kind === "message" && f.role === "assistant") {
+    const streaming = $("transcript").querySelector("li.streaming");
+    if (streaming) streaming.remove();
     if (b.text) t.append(el("li", { class: "assistant" }, markdown(b.text), usageLine(f.meta)));
     else if (f.meta && f.meta.usage) t.append(el("li", { class: "end" }, usageLine(f.meta)));
   } else if (f.kind === "tool.started") {
@@ -252,6 +254,11 @@ function connect() {
       let pre = c.querySelector("pre.live");
       if (!pre) { pre = el("pre", { class: "live", "aria-live": "off" }); c.append(pre); }
       pre.textContent += ev.text;
+    } else if (ev.type === "text") {
+      // The model's answer as it is written; its fact replaces it, rendered as Markdown.
+      let li = $("transcript").querySelector("li.streaming");
+      if (!li) { li = el("li", { class: "assistant streaming" }, el("div", { class: "live-text" })); $("transcript").append(li); }
+      li.querySelector(".live-text").textContent += ev.text;
     } else if (ev.type === "model.retry") {
       $("transcript").append(el("li", { class: "end retry", text: `the model call failed (${ev.error}); trying again in ${ev.wait_s} s` }));
     }

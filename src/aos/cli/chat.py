@@ -31,10 +31,18 @@ class Render:
         #: Calls whose output was shown live (``history.live``): their result shows only how
         #: they ended. The text of a line still being printed waits for its end.
         self._live: dict[str, str] = {}
+        #: The model's text is being shown as it comes (its fact then only ends the line).
+        self._texting = False
 
     def live(self, event: dict[str, Any]) -> None:
-        """A live event: a command's output as it prints, or a model call being retried."""
-        if event.get("type") == "output":
+        """A live event: the model's text or a command's output as they come, or a model call
+        being retried."""
+        if event.get("type") == "text":
+            if not self._texting:
+                sys.stdout.write(f"{self.agent}> ")
+                self._texting = True
+            sys.stdout.write(str(event.get("text", "")))
+        elif event.get("type") == "output":
             call = str(event.get("call_id"))
             text = self._live.get(call, "") + str(event.get("text", ""))
             *done, rest = text.split("\n")
@@ -51,7 +59,10 @@ class Render:
     def fact(self, f: dict[str, Any]) -> None:
         kind, body = f["kind"], f.get("body") or {}
         if kind == "message" and f.get("role") == "assistant":
-            if body.get("text"):
+            if self._texting:  # shown already, as it came
+                self._texting = False
+                echo("")
+            elif body.get("text"):
                 echo(f"{self.agent}> {body['text']}")
         elif kind == "tool.started":
             echo(f"  $ {body['command']}")

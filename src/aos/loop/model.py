@@ -56,12 +56,21 @@ def _lib() -> Any:
                 import litellm
 
                 litellm.suppress_debug_info = True
+                # Streamed answers build a schema with ReadOnly TypedDict items: pydantic warns
+                # each time that it does not enforce them. Harmless; kept out of the log.
+                warnings.filterwarnings("ignore", message="Item .* is using the `ReadOnly` qualifier")
+                warnings.filterwarnings(
+                    "ignore", message="Accessing the '.*' attribute on the instance is deprecated"
+                )
                 litellm.drop_params = True
                 # Its response models finish building on first use, with a pydantic UserWarning
                 # (ReadOnly TypedDict items) that strict-warning settings turn into a failed call.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     litellm.ModelResponse()
+                    from litellm.types.utils import ModelResponseStream  # streamed answers' too
+
+                    ModelResponseStream()
                 _litellm = litellm
     return _litellm
 
@@ -209,6 +218,7 @@ async def complete(
     backoff_s: float = 0.5,
     client: str = "auto",
     on_retry: Callable[[dict[str, Any]], None] | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> ModelReply:
     """One chat completion, with retries on transient provider errors.
 
@@ -219,7 +229,9 @@ async def complete(
     Raises:
         ModelError: the final failure (``kind`` is the provider error class name).
 
-    ``on_retry`` hears of each transient failure before the wait that follows it.
+    ``on_retry`` hears of each transient failure before the wait that follows it. With
+    ``on_text`` the answer is streamed and ``on_text`` gets its text as it is produced; the reply
+    is the same as without.
     """
     params = params or {}
     endpoint = openai_wire.endpoint_for(model, params) if client != "litellm" else None
@@ -229,7 +241,7 @@ async def complete(
         t0 = time.perf_counter()
         try:
             if endpoint is not None:
-                data = await openai_wire.post(endpoint, messages, tools)
+                data = await openai_wire.post(endpoint, messages, tools, on_text)
                 latency = (time.perf_counter() - t0) * 1000
                 return await _wire_reply(data, model, latency, attempt)
             lib = _lib()
@@ -242,7 +254,18 @@ async def complete(
             if tools:
                 kwargs["tools"] = tools
             kwargs.update(params)
-            resp = await lib.acompletion(**kwargs)
+            if on_text is None:
+                resp = await lib.acompletion(**kwargs)
+            else:
+                kwargs["stream"] = True
+                kwargs["stream_options"] = {"include_usage": True}
+                chunks = []
+                async for chunk in await lib.acompletion(**kwargs):
+                    chunks.append(chunk)
+                    text = chunk.choices[0].delta.content if chunk.choices else None
+                    if text:
+                        on_text(text)
+                resp = lib.stream_chunk_builder(chunks, messages=messages)
             latency = (time.perf_counter() - t0) * 1000
             return _reply(lib, resp, model, latency, attempt)
         except Exception as exc:

@@ -19,6 +19,7 @@ import asyncio
 import os
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,9 +183,15 @@ async def aclose() -> None:
 
 
 async def post(
-    endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    endpoint: Endpoint,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    on_text: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """One chat completion; returns the decoded answer.
+
+    With ``on_text`` the answer is streamed (``stream: true``): ``on_text`` gets the text as the
+    model produces it, and the chunks are put back together into the same answer.
 
     Raises:
         WireError: the endpoint could not be reached, answered an error, or not a chat completion.
@@ -195,6 +202,9 @@ async def post(
     if tools:
         body["tools"] = tools
     body.update(endpoint.body)
+    if on_text is not None:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     try:
         async with _session().post(
             endpoint.url,
@@ -202,8 +212,10 @@ async def post(
             headers=endpoint.headers,
             timeout=aiohttp.ClientTimeout(total=endpoint.timeout_s),
         ) as resp:
-            payload = await resp.read()
             status = resp.status
+            if on_text is not None and status == 200:
+                return _assembled(await _read_stream(resp, on_text), endpoint)
+            payload = await resp.read()
     except TimeoutError as exc:
         raise WireError(
             f"Timeout: no answer from {endpoint.url} within {endpoint.timeout_s:g} s",
@@ -235,3 +247,66 @@ async def post(
             transient=True,
         )
     return data
+
+
+async def _read_stream(resp: Any, on_text: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The chunks of a streamed answer (server-sent events), ``on_text`` told of each text piece."""
+    chunks: list[dict[str, Any]] = []
+    buffer = b""
+    async for data in resp.content.iter_any():
+        buffer += data
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            item = line[5:].strip()
+            if item == b"[DONE]":
+                return chunks
+            try:
+                chunk = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue
+            chunks.append(chunk)
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    on_text(text)
+    return chunks
+
+
+def _assembled(chunks: list[dict[str, Any]], endpoint: Endpoint) -> dict[str, Any]:
+    """A streamed answer's chunks as the one chat completion they make up."""
+    if not chunks:
+        raise WireError(f"APIError: {endpoint.url} streamed no answer", kind="APIError", transient=True)
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    usage = None
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                text.append(delta["content"])
+            for part in delta.get("tool_calls") or []:
+                call = calls.setdefault(
+                    int(part.get("index", 0)),
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                call["id"] = part.get("id") or call["id"]
+                fn = part.get("function") or {}
+                call["function"]["name"] += fn.get("name") or ""
+                call["function"]["arguments"] += fn.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    first = chunks[0]
+    return {
+        "id": first.get("id"),
+        "object": "chat.completion",
+        "model": first.get("model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage or {},
+    }

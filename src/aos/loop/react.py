@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from aos_sdk.errors import AosError
 
 from ..kernel.hooks import Ask, HookError, Reject
 from ..logs import debug_enabled, get_logger
+from ..redact import scrub_values
 from .context import Context, InvalidContext
 from .journal import Journal
 from .model import BASH_TOOL, ModelError, complete
@@ -120,6 +122,14 @@ class ReActUnit:
         self.dispatcher.kernel.live(
             self.spec.session_id, {"type": type_, "dispatch_id": self.spec.dispatch_id, **fields}
         )
+
+    def live_text(self) -> Callable[[str], None] | None:
+        """The model's text as it comes, for live followers; None (no streaming at all) when
+        nobody follows live."""
+        if not self.dispatcher.kernel.streams.live_watched(self.spec.session_id):
+            return None
+        step = self.spec.steps + 1
+        return lambda text: self.live("text", step=step, text=scrub_values(text))
 
     def stopped(self) -> Stop:
         """The :class:`Stop` an interrupt ends the loop with."""
@@ -233,6 +243,7 @@ class ReActUnit:
                     backoff_s=self.spec.model_backoff_s,
                     client=self.spec.model_client,
                     on_retry=lambda info: self.live("model.retry", step=self.spec.steps + 1, **info),
+                    on_text=self.live_text(),
                 )
             )
         except ModelError as exc:
