@@ -219,7 +219,7 @@ def test_line_editing_history_slash_commands_and_a_resumed_chat(
     configure(home)
     assert aos("start").returncode == 0
     sid = make_agent(home, model)
-    model.add({"text": "hi there"}, {"text": "hi again"})
+    model.add({"text": "hi there"}, {"text": "hi again"}, {"text": "multi"})
     child = spawn_chat(daemon_env)
     child.send("wrld")
     child.send("\x1b[D\x1b[D\x1b[D")  # Left three times: between "w" and "rld"
@@ -233,15 +233,31 @@ def test_line_editing_history_slash_commands_and_a_resumed_chat(
     child.send("\x1b[A\x1b[A\x1b[A\r")  # Up three times: "world" again, from the input history
     child.expect("alice> hi again")
     assert model.requests[1]["messages"][-1] == {"role": "user", "content": "world"}
+    child.send("first line\x1b\rsecond line\r")  # Alt+Enter (Esc, Enter): a new line, not a send
+    child.expect("alice> multi")
+    assert model.requests[2]["messages"][-1] == {"role": "user", "content": "first line\nsecond line"}
     leave(child)
     # Resumed: the last exchanges are shown; the input history outlives the chat.
     child = spawn_chat(daemon_env)
     shown = child.text
     assert f"session {sid} with alice" in shown
-    assert "alice> hi again" in shown and "you> world" in shown
-    child.send("\x1b[A")
-    child.expect("world")
+    assert "alice> hi again" in shown and "you> world" in shown and "alice> multi" in shown
+    child.send("\x1b[A")  # the input history outlives the chat: the last message, both lines
+    child.expect("first line\nsecond line")
     child.send("\x03")  # an idle Ctrl-C only clears the line, and says how to leave
     child.expect(r"\[Ctrl-D or /quit leaves\]")
     leave(child)
     assert (home / "chat_history").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_chat_refuses_another_agents_session(
+    aos: Any, home: Path, model: ScriptedModel, daemon_env: dict[str, str]
+) -> None:
+    configure(home)
+    assert aos("start").returncode == 0
+    make_agent(home, model)
+    with SyncClient(home / "run" / "kernel.sock") as c:
+        c.call("agent.create", {"name": "bob"})
+        bobs = c.call("session.create", {"agent": "bob"})["id"]
+    r = aos("chat", "alice", "--session", bobs, input="hello\n")
+    assert r.returncode == 1 and f"session {bobs} belongs to another agent, not alice" in r.stderr

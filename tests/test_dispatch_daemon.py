@@ -127,14 +127,20 @@ def test_approval_survives_a_daemon_restart(
     r = aos("approvals", "--json")
     assert [a["id"] for a in json.loads(r.stdout)] == [approval]
     assert not count.exists()
-    r = aos("approve", approval, "--note", "checked")
+    r = aos("approve", approval, "--note", "checked", "--always")
     assert r.returncode == 0 and r.stdout.startswith("approved:")
+    assert "always allowed for this agent" in r.stdout
 
     facts = follow_until(home, sid, facts[-1]["seq"], "dispatch.end")
     kinds = [f["kind"] for f in facts]
     assert kinds == ["approval.resolved", "tool.started", "tool.result", "message", "dispatch.end"]
     assert facts[-1]["body"]["status"] == "done"
     assert count.read_text() == "approved\n"
+    # --always: the same command runs without asking from now on.
+    model.add({"bash": f"echo approved >> {count} # NEEDS-OK"}, {"text": "done at once"})
+    r = aos("send", sid, "again", "--wait")
+    assert r.returncode == 0 and "approval" not in r.stdout, r.stdout
+    assert count.read_text() == "approved\napproved\n"
 
 
 def test_send_wait_and_chat_stream_a_reply(

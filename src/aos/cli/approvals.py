@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
+
+from aos_sdk.errors import AosError
 
 from ..config import Paths
 from .output import (
     EXIT_OK,
     ago,
     clip,
+    connect,
     echo,
     emit_json,
     rpc,
@@ -62,11 +66,36 @@ def cmd_approvals(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def with_allow_rule(settings: dict[str, Any], command: str) -> dict[str, Any]:
+    """``settings`` with ``command`` (exactly) in ``guard.allow``: aos-guard lets it through
+    without asking (``aos approve --always``, ``a`` in ``aos chat``)."""
+    rule = f"^{re.escape(command)}$"
+    guard = dict(settings.get("guard") or {})
+    guard["allow"] = [r for r in guard.get("allow", []) if r != rule] + [rule]
+    return {**settings, "guard": guard}
+
+
 def cmd_resolve(args: argparse.Namespace, paths: Paths) -> int:
     decision = "approve" if args.cmd == "approve" else "deny"
-    a = rpc(paths, "approval.resolve", {"approval": args.approval, "decision": decision, "note": args.note})
+    with connect(paths) as c:
+        a = c.call("approval.resolve", {"approval": args.approval, "decision": decision, "note": args.note})
+        if getattr(args, "always", False):
+            for _ in range(3):  # another writer changed the agent meanwhile: read it again
+                agent = c.call("agent.get", {"agent": a["agent_id"]})
+                settings = with_allow_rule(agent.get("settings") or {}, a["command"])
+                try:
+                    c.call(
+                        "agent.update",
+                        {"agent": agent["id"], "settings": settings, "revision": agent["revision"]},
+                    )
+                    break
+                except AosError as exc:
+                    if exc.type != "conflict":
+                        raise
     if args.json:
         emit_json(a)
     else:
         echo(f"{a['status']}: {a['command']}")
+        if getattr(args, "always", False):
+            echo(f"always allowed for this agent from now on: {a['command']}")
     return EXIT_OK

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import signal
 import sys
 import time
@@ -35,6 +34,7 @@ from aos_sdk.connection import RpcConnection, open_connection
 from aos_sdk.errors import AosError, ConnectionLost, Unavailable
 
 from ..config import Paths
+from .approvals import with_allow_rule
 from .chat import Render
 from .output import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, clip, echo, fail
 
@@ -413,11 +413,7 @@ async def always_allow(chat: Chat, command: str) -> None:
     ``settings.guard.allow`` and lets a matching command through without asking."""
     for _ in range(3):  # another writer changed the agent meanwhile: read it again
         agent = await chat.call("agent.get", {"agent": chat.agent["id"]})
-        settings = dict(agent.get("settings") or {})
-        guard = dict(settings.get("guard") or {})
-        rule = f"^{re.escape(command)}$"
-        allow = [r for r in guard.get("allow", []) if r != rule] + [rule]
-        settings["guard"] = {**guard, "allow": allow}
+        settings = with_allow_rule(agent.get("settings") or {}, command)
         try:
             await chat.call(
                 "agent.update", {"agent": agent["id"], "settings": settings, "revision": agent["revision"]}

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         x = sub.add_parser(verb, parents=[common], help=what)
         x.add_argument("approval", help="approval id (aos approvals lists them)")
         x.add_argument("--note", help="a note for the agent and the record")
+        if verb == "approve":
+            x.add_argument(
+                "--always",
+                action="store_true",
+                help="and from now on for this agent: the exact command goes into its guard's allow rules",
+            )
         x.set_defaults(func=cmd_resolve)
 
     x = sub.add_parser("usage", parents=[common], help="tokens and cost of model calls")
