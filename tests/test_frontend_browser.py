@@ -4,6 +4,7 @@ browser). Skipped, saying why, where ``/usr/bin/chromium`` is missing (``.ci/run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -56,8 +57,9 @@ def home(model: ScriptedModel) -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-async def page(kernel: Any) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def signed_in_page(kernel: Any) -> AsyncIterator[Any]:
+    """Chromium on the UI, signed in with the link `aos ui` would print; no script error allowed."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -71,6 +73,12 @@ async def page(kernel: Any) -> AsyncIterator[Any]:
             assert not errors, errors
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def page(kernel: Any) -> AsyncIterator[Any]:
+    async with signed_in_page(kernel) as p:
+        yield p
 
 
 async def start_chat(page: Any, name: str) -> None:

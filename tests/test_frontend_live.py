@@ -14,8 +14,8 @@ import pytest
 
 from .rpc import scripted_session
 from .test_a2a import Agents
-from .test_frontend import link, write_config
-from .test_frontend_browser import ARGS, CHROMIUM
+from .test_frontend import write_config
+from .test_frontend_browser import CHROMIUM, signed_in_page
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install chromium"),
@@ -42,19 +42,8 @@ def home(agents: Agents) -> Iterator[Path]:
 
 @pytest.fixture
 async def page(kernel: Any) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto((await link(kernel))["link"])
-            yield page
-            assert not errors, errors
-        finally:
-            await browser.close()
+    async with signed_in_page(kernel) as p:
+        yield p
 
 
 async def test_mission_control_shows_two_agents_messaging_each_other(

@@ -139,21 +139,16 @@ def _cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
             )
             echo(f"{'instructions':<13} {a['instructions'] or '-'}")
         return EXIT_OK
-    if args.agent_cmd == "restore":
-        a = rpc(paths, "agent.restore", {"agent": args.agent})
-        if args.json:
-            emit_json(a)
-        else:
-            echo(f"restored agent {a['name']} ({a['id']}); its old sessions stay archived")
-        return EXIT_OK
-    if args.agent_cmd == "archive":
-        a = rpc(paths, "agent.archive", {"agent": args.agent})
-        if args.json:
-            emit_json(a)
-        else:
-            echo(f"archived agent {a['name']} ({a['id']}) and its sessions")
-        return EXIT_OK
-    raise AssertionError(args.agent_cmd)
+    said = {
+        "restore": "restored agent {name} ({id}); its old sessions stay archived",
+        "archive": "archived agent {name} ({id}) and its sessions",
+    }
+    a = rpc(paths, f"agent.{args.agent_cmd}", {"agent": args.agent})
+    if args.json:
+        emit_json(a)
+    else:
+        echo(said[args.agent_cmd].format(name=a["name"], id=a["id"]))
+    return EXIT_OK
 
 
 def _agent_set(args: argparse.Namespace, paths: Paths) -> int:
