@@ -1,0 +1,129 @@
+"""aos-budget: the ``compute.before`` gate that holds agents to their token and cost limits.
+
+Limits come from the agent's ``settings.budget`` over ``aoscb.json``'s ``budget``; spend from
+``usage.get`` (history: every model call's usage), so nothing is kept here that a restart could
+lose. Days and months are UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aos_sdk import define_service
+from aos_sdk.errors import AosError
+
+#: Each limit: its window, what it counts, and how a person reads it.
+LIMITS = {
+    "day_tokens": ("day", "tokens", "daily token"),
+    "day_cost": ("day", "cost", "daily cost"),
+    "month_tokens": ("month", "tokens", "monthly token"),
+    "month_cost": ("month", "cost", "monthly cost"),
+    "session_tokens": ("session", "tokens", "session token"),
+    "session_cost": ("session", "cost", "session cost"),
+}
+_CACHE_S = 5.0
+_limits: dict[str, tuple[float, str, dict[str, float]]] = {}
+
+
+def now() -> datetime:
+    """The time (``AOS_BUDGET_NOW``, ISO 8601, moves it: tests of a day or a month going by)."""
+    fake = os.environ.get("AOS_BUDGET_NOW")
+    if fake:
+        at = datetime.fromisoformat(fake)
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def limits_of(raw: Any) -> dict[str, float]:
+    """The numeric limits of a ``budget`` setting (anything else is left out)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in raw.items()
+        if k in LIMITS and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+    }
+
+
+def resets(window: str, at: datetime) -> str:
+    if window == "day":
+        nxt = (at + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    elif window == "month":
+        nxt = (at.replace(day=28) + timedelta(days=4)).replace(
+            day=1, hour=0, minute=0, second=0, microsecond=0
+        )
+    else:
+        return "never: a new session starts from zero"
+    return f"at {nxt:%Y-%m-%d %H:%M} UTC"
+
+
+def amount(kind: str, value: float) -> str:
+    return f"${value:.4f}" if kind == "cost" else f"{int(value)} tokens"
+
+
+@define_service
+def service() -> dict[str, Any]:
+    async def call(method: str, params: dict[str, Any]) -> Any:
+        assert service.kernel is not None
+        return await service.kernel.call(method, params)
+
+    async def limits_for(agent_id: str) -> tuple[str, dict[str, float]]:
+        """The agent's name and limits, cached for a few seconds."""
+        hit = _limits.get(agent_id)
+        if hit is not None and time.monotonic() - hit[0] < _CACHE_S:
+            return hit[1], hit[2]
+        agent = await call("agent.get", {"agent": agent_id})
+        config = (await call("system.config", {}))["config"]
+        merged = {**limits_of(config.get("budget")), **limits_of((agent.get("settings") or {}).get("budget"))}
+        _limits[agent_id] = (time.monotonic(), str(agent["name"]), merged)
+        return str(agent["name"]), merged
+
+    async def spent(
+        agent_id: str, session_id: str | None, windows: set[str], at: datetime
+    ) -> dict[str, dict[str, float]]:
+        """Tokens and cost of the agent today and this month, and of the session, from history."""
+        out = {w: {"tokens": 0.0, "cost": 0.0} for w in ("day", "month", "session")}
+        if windows & {"day", "month"}:
+            rows = (await call("usage.get", {"group_by": "day", "agent": agent_id, "since_days": 32}))["rows"]
+            for r in rows:
+                used = {"tokens": r["prompt_tokens"] + r["completion_tokens"], "cost": r["cost"] or 0.0}
+                for window, prefix in (("day", f"{at:%Y-%m-%d}"), ("month", f"{at:%Y-%m}")):
+                    if str(r["key"]).startswith(prefix):
+                        for k in used:
+                            out[window][k] += used[k]
+        if "session" in windows and session_id:
+            t = (await call("usage.get", {"group_by": "session", "session": session_id, "since_days": 3650}))[
+                "total"
+            ]
+            out["session"] = {"tokens": t["prompt_tokens"] + t["completion_tokens"], "cost": t["cost"] or 0.0}
+        return out
+
+    async def gate(input_data: dict[str, Any], output_data: Any) -> Any:
+        agent_id = input_data.get("agent_id")
+        if not agent_id:
+            return None
+        try:
+            name, limits = await limits_for(str(agent_id))
+        except AosError:
+            return None  # no agent to hold to anything
+        if not limits:
+            return None
+        at = now()
+        used = await spent(str(agent_id), input_data.get("session_id"), {LIMITS[k][0] for k in limits}, at)
+        for key, limit in limits.items():
+            window, kind, label = LIMITS[key]
+            have = used[window][kind]
+            if have >= limit:
+                return {
+                    "verdict": "reject",
+                    "reason": f"{name}'s {label} limit of {amount(kind, limit)} is used up"
+                    f" ({amount(kind, have)} used); it resets {resets(window, at)}",
+                }
+        return None
+
+    return {
+        "hooks": {"compute.before": {"handler": gate, "priority": 20, "timeout_s": 5, "failure": "closed"}}
+    }
