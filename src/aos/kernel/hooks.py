@@ -54,6 +54,7 @@ HOOKS: dict[str, HookClass] = {
     "tool.env": "transform",
     "tool.after": "transform",
     "compute.after": "event",
+    "compute.failed": "event",
     "tool.after_event": "event",
     "dispatch.after": "event",
     "session.created": "event",

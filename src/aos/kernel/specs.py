@@ -115,16 +115,21 @@ class Specs:
         """The skills enabled for this session that agents see: name, description, where its
         SKILL.md is. A skill whose SKILL.md says ``metadata: aos-catalog: hidden`` (one that
         serves people or the kernel, such as the web UI) stays enabled but is left out."""
+        return [s for s in self.enabled_skills(agent, session) if not s.get("hidden")]
+
+    def enabled_skills(self, agent: dict[str, Any], session: dict[str, Any]) -> list[dict[str, str]]:
+        """Every skill enabled for this session, hidden ones marked ``hidden`` (their CLIs are
+        on the agent's PATH all the same; only the catalog in its prompt leaves them out)."""
         out, on_names = [], set()
         for sk in self.kernel.skills.all():
             on, _ = enabled(sk, self.kernel.config, agent["settings"], session["settings"])
             if not on:
                 continue
             on_names.add(sk.name)
-            if sk.metadata.get("aos-catalog") != "hidden":
-                out.append(
-                    {"name": sk.name, "description": sk.description, "path": str(sk.path / "SKILL.md")}
-                )
+            entry = {"name": sk.name, "description": sk.description, "path": str(sk.path / "SKILL.md")}
+            if sk.metadata.get("aos-catalog") == "hidden":
+                entry["hidden"] = "true"
+            out.append(entry)
         self.kernel.enabled_cache[session["id"]] = on_names
         return out
 
@@ -142,7 +147,7 @@ class Specs:
             sandbox=sandbox,
             dispatch_id=dispatch_id,
             session_id=session["id"],
-            skills=self.catalog(agent, session),
+            skills=self.enabled_skills(agent, session),
             agent=agent,
             epoch=epoch,
             model=model,

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import AosError
 
-from ..kernel.hooks import Ask, HookError, Reject
+from ..kernel.hooks import HookError
 from ..logs import debug_enabled, get_logger
 from ..redact import scrub_values
+from .compute import call_model
 from .context import Context, InvalidContext
 from .journal import Journal
-from .model import BASH_TOOL, ModelError, complete
 from .shell import Shell
 from .spec import Stop, UnitSpec, Usage
 from .tools import ToolCalls, result_body
@@ -216,44 +216,7 @@ class ReActUnit:
     async def step(self) -> bool:
         """One model call and its tool calls; True when the model gave its final answer."""
         messages = await self.assemble()
-        choice = await self.dispatcher.hooks.transform(
-            "compute.model", self.ids, {"model": self.spec.model, "params": dict(self.spec.model_params)}
-        )
-        model = str(choice.get("model") or self.spec.model) if isinstance(choice, dict) else self.spec.model
-        params = (
-            choice.get("params", self.spec.model_params)
-            if isinstance(choice, dict)
-            else self.spec.model_params
-        )
-        request = await self.dispatcher.hooks.gate(
-            "compute.before", self.ids, {"model": model, "messages": messages, "params": params}
-        )
-        if isinstance(request, Reject | Ask):
-            raise Stop(
-                "refused", f"compute.before refused by {request.skill}: {request.reason}", skill=request.skill
-            )
-        try:
-            reply = await self.until_interrupted(
-                complete(
-                    model=request.get("model", model),
-                    messages=request.get("messages", messages),
-                    params=request.get("params", params),
-                    tools=[BASH_TOOL],
-                    retries=self.spec.model_retries,
-                    backoff_s=self.spec.model_backoff_s,
-                    client=self.spec.model_client,
-                    on_retry=lambda info: self.live("model.retry", step=self.spec.steps + 1, **info),
-                    on_text=self.live_text(),
-                )
-            )
-        except ModelError as exc:
-            raise Stop(
-                "failed",
-                f"the model call failed: {exc.message}",
-                kind=exc.kind,
-                http_status=exc.status,
-                attempts=exc.attempts,
-            ) from exc
+        reply, requested = await call_model(self, messages)
         usage = reply.usage()
         if debug_enabled():
             log.debug(
@@ -274,7 +237,16 @@ class ReActUnit:
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
         }
         meta = {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason}
-        self.dispatcher.hooks.event("compute.after", {**self.ids, "model": reply.model, "usage": usage})
+        self.dispatcher.hooks.event(
+            "compute.after",
+            {
+                **self.ids,
+                "model": reply.model,
+                "requested": requested,
+                "usage": usage,
+                "latency_ms": reply.latency_ms,
+            },
+        )
         if not reply.tool_calls and self.dispatcher.steering.unread(self):
             # A person wrote while the model answered: it reads that before the dispatch ends.
             self.journal.append_soon("message", "assistant", body, meta)
@@ -298,7 +270,8 @@ class ReActUnit:
 
     async def assemble(self) -> list[dict[str, Any]]:
         """The context for the next model call (see :mod:`aos.loop.context`)."""
-        input_data = {**self.ids, "agent": _agent_view(self.spec.agent), "skills": self.spec.skills}
+        catalog = [s for s in self.spec.skills if not s.get("hidden")]  # hidden: not in the prompt
+        input_data = {**self.ids, "agent": _agent_view(self.spec.agent), "skills": catalog}
         try:
             return await self.context.assemble(
                 lambda i, o: self._required_transform("session.assemble", i, o), input_data

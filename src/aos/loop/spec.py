@@ -35,6 +35,8 @@ class UnitSpec:
     content_cap_bytes: int = 8 * 1024 * 1024
     #: ``auto`` (straight to an OpenAI-compatible endpoint when possible) or ``litellm``.
     model_client: str = "auto"
+    #: The skills enabled in the session (``name``, ``description``, ``path``); ``hidden`` ones
+    #: put their CLIs on PATH but stay out of the prompt's catalog.
     skills: list[dict[str, str]] = field(default_factory=list)
     #: The sandbox commands run in; None: unsandboxed (mode off, or auto without bubblewrap).
     sandbox: SandboxSettings | None = None

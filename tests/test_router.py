@@ -1,0 +1,115 @@
+"""aos-router: a failing model moves the call to the agent's next model, rests, and comes back;
+through real dispatches, two scripted model servers and the router's real service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aos_sdk.connection import RpcConnection
+from aos_sdk.testing import ScriptedModel
+
+from .rpc import call
+
+pytestmark = pytest.mark.parametrize(
+    "kernel", [{"enable": ["aos-router"], "model_retries": 1, "model_backoff_ms": 10}], indirect=True
+)
+
+REST_S = 0.5  # the primary's first rest in these tests
+
+
+@pytest.fixture
+def primary() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+@pytest.fixture
+def fallback() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as m:
+        yield m
+
+
+async def run(rpc: RpcConnection, kernel: Any, sid: str, text: str) -> list[dict[str, Any]]:
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": text})
+    await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+    return list((await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"])
+
+
+async def test_a_failing_model_moves_to_the_fallback_rests_and_comes_back(
+    rpc: RpcConnection, kernel: Any, primary: ScriptedModel, fallback: ScriptedModel
+) -> None:
+    await call(
+        rpc,
+        "agent.create",
+        {
+            "name": "ada",
+            "model": "openai/primary",
+            "settings": {
+                "model_params": {"api_base": primary.url, "api_key": "k"},
+                "skills": {"enabled": ["aos-router"]},
+                "router": {
+                    "fallbacks": [{"model": "openai/fallback", "model_params": {"api_base": fallback.url}}],
+                    "cooldowns_s": [REST_S, 60],
+                },
+            },
+        },
+    )
+    sid = (await call(rpc, "session.create", {"agent": "ada"}))["id"]
+    # The primary fails (a 500 after its retries): the same step is answered by the fallback.
+    primary.add({"status": 500, "error": "the primary is down"}, {"status": 500, "error": "still down"})
+    fallback.add({"bash": "echo via fallback"}, {"text": "answered by the fallback"})
+    facts = await run(rpc, kernel, sid, "hello")
+    assert facts[-1]["body"]["status"] == "done"
+    assert len(primary.requests) == 2 and len(fallback.requests) == 2, (
+        "the rest of the run kept to the fallback"
+    )
+    answers = [f for f in facts if f["kind"] == "message" and f["role"] == "assistant"]
+    assert [a["meta"]["usage"]["model"] for a in answers] == ["fallback", "fallback"]
+    # While the primary rests, the next run goes straight to the fallback.
+    fallback.add({"bash": "router status"}, {"text": "still the fallback"})
+    facts = await run(rpc, kernel, sid, "again")
+    assert facts[-1]["body"]["status"] == "done" and len(primary.requests) == 2
+    shown = next(f for f in facts if f["kind"] == "tool.result")["body"]["output"]
+    assert (
+        "openai/primary: resting" in shown and "1 failures in a row; last error InternalServerError" in shown
+    )
+    # Its rest over, the primary is tried first again, and a success ends its failures.
+    await asyncio.sleep(REST_S)  # the rest runs out: here time passing is the scenario itself
+    primary.add({"text": "the primary is back"})
+    facts = await run(rpc, kernel, sid, "and now?")
+    assert facts[-2]["body"]["text"] == "the primary is back" and len(primary.requests) == 3
+
+
+async def test_without_a_fallback_left_the_run_fails_naming_every_model_tried(
+    rpc: RpcConnection, kernel: Any, primary: ScriptedModel, fallback: ScriptedModel
+) -> None:
+    await call(
+        rpc,
+        "agent.create",
+        {
+            "name": "bo",
+            "model": "openai/primary",
+            "settings": {
+                "model_params": {"api_base": primary.url, "api_key": "k"},
+                "skills": {"enabled": ["aos-router"]},
+                "router": {
+                    "fallbacks": [{"model": "openai/fallback", "model_params": {"api_base": fallback.url}}]
+                },
+            },
+        },
+    )
+    sid = (await call(rpc, "session.create", {"agent": "bo"}))["id"]
+    primary.add({"status": 503, "error": "overloaded"}, {"status": 503, "error": "overloaded"})
+    fallback.add({"status": 429, "error": "slow down"}, {"status": 429, "error": "slow down"})
+    facts = await run(rpc, kernel, sid, "hello")
+    error = next(f for f in facts if f["kind"] == "error")["body"]
+    assert facts[-1]["body"]["status"] == "failed"
+    assert error["models"] == ["openai/primary", "openai/fallback"] and error["kind"] == "RateLimitError"
+    # A bad request is not the model's fault: no failover, no rest.
+    primary.add({"status": 400, "error": "context too long"})
+    facts = await run(rpc, kernel, sid, "again")
+    assert next(f for f in facts if f["kind"] == "error")["body"]["models"] == ["openai/primary"]
