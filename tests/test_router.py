@@ -33,6 +33,21 @@ def fallback() -> Iterator[ScriptedModel]:
         yield m
 
 
+async def routed_agent(
+    rpc: RpcConnection, name: str, primary: ScriptedModel, fallback: ScriptedModel, **router: Any
+) -> str:
+    """An agent on ``primary`` with the router on and ``fallback`` as its one fallback; returns a
+    session of it."""
+    fallbacks = [{"model": "openai/fallback", "model_params": {"api_base": fallback.url}}]
+    settings = {
+        "model_params": {"api_base": primary.url, "api_key": "k"},
+        "skills": {"enabled": ["aos-router"]},
+        "router": {"fallbacks": fallbacks, **router},
+    }
+    await call(rpc, "agent.create", {"name": name, "model": "openai/primary", "settings": settings})
+    return str((await call(rpc, "session.create", {"agent": name}))["id"])
+
+
 async def run(rpc: RpcConnection, kernel: Any, sid: str, text: str) -> list[dict[str, Any]]:
     started = await call(rpc, "session.dispatch", {"session": sid, "message": text})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
@@ -42,23 +57,7 @@ async def run(rpc: RpcConnection, kernel: Any, sid: str, text: str) -> list[dict
 async def test_a_failing_model_moves_to_the_fallback_rests_and_comes_back(
     rpc: RpcConnection, kernel: Any, primary: ScriptedModel, fallback: ScriptedModel
 ) -> None:
-    await call(
-        rpc,
-        "agent.create",
-        {
-            "name": "ada",
-            "model": "openai/primary",
-            "settings": {
-                "model_params": {"api_base": primary.url, "api_key": "k"},
-                "skills": {"enabled": ["aos-router"]},
-                "router": {
-                    "fallbacks": [{"model": "openai/fallback", "model_params": {"api_base": fallback.url}}],
-                    "cooldowns_s": [REST_S, 60],
-                },
-            },
-        },
-    )
-    sid = (await call(rpc, "session.create", {"agent": "ada"}))["id"]
+    sid = await routed_agent(rpc, "ada", primary, fallback, cooldowns_s=[REST_S, 60])
     # The primary fails (a 500 after its retries): the same step is answered by the fallback.
     primary.add({"status": 500, "error": "the primary is down"}, {"status": 500, "error": "still down"})
     fallback.add({"bash": "echo via fallback"}, {"text": "answered by the fallback"})
@@ -87,22 +86,7 @@ async def test_a_failing_model_moves_to_the_fallback_rests_and_comes_back(
 async def test_without_a_fallback_left_the_run_fails_naming_every_model_tried(
     rpc: RpcConnection, kernel: Any, primary: ScriptedModel, fallback: ScriptedModel
 ) -> None:
-    await call(
-        rpc,
-        "agent.create",
-        {
-            "name": "bo",
-            "model": "openai/primary",
-            "settings": {
-                "model_params": {"api_base": primary.url, "api_key": "k"},
-                "skills": {"enabled": ["aos-router"]},
-                "router": {
-                    "fallbacks": [{"model": "openai/fallback", "model_params": {"api_base": fallback.url}}]
-                },
-            },
-        },
-    )
-    sid = (await call(rpc, "session.create", {"agent": "bo"}))["id"]
+    sid = await routed_agent(rpc, "bo", primary, fallback)
     primary.add({"status": 503, "error": "overloaded"}, {"status": 503, "error": "overloaded"})
     fallback.add({"status": 429, "error": "slow down"}, {"status": 429, "error": "slow down"})
     facts = await run(rpc, kernel, sid, "hello")
