@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,22 @@ async def scripted_session(
             },
         )
     return str((await call(rpc, "session.create", {"agent": agent}))["id"])
+
+
+async def next_fact(
+    kernel: Any, sid: str, pred: Any, *, after: int = 0, timeout: float = 30
+) -> dict[str, Any]:
+    """The first fact of ``sid`` after seq ``after`` for which ``pred`` holds, as the session's
+    stream delivers it (it replays what is already there, then follows): a wait on the event."""
+    from aos_sdk.connection import open_connection
+
+    found: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    def on_fact(note: Any) -> None:
+        fact = note.params["fact"]
+        if not found.done() and pred(fact):
+            found.set_result(fact)
+
+    async with open_connection(kernel.paths.kernel_sock, on_notification=on_fact) as sub:
+        await sub.call("history.subscribe", {"session": sid, "after_seq": after})
+        return await asyncio.wait_for(found, timeout)

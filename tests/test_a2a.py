@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from aos_sdk.connection import RpcConnection
+from aos_sdk.connection import RpcConnection, open_connection
 from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call, scripted_session
+from .rpc import call, next_fact, scripted_session
 
 A2A = [{"enable": ["aos-a2a"]}]
 
@@ -72,18 +72,24 @@ def outputs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def until_fact(
-    rpc: RpcConnection, sid: str, kind: str, n: int = 1, timeout: float = 30
+    kernel: Any, sid: str, kind: str, n: int = 1, timeout: float = 30
 ) -> list[dict[str, Any]]:
-    """The facts of ``kind`` in ``sid`` once there are ``n`` (waits on the live stream)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        facts = (await call(rpc, "history.list", {"session": sid, "kinds": [kind]}))["facts"]
-        if len(facts) >= n:
-            return list(facts)
-        if loop.time() > deadline:
-            raise TimeoutError(f"{sid} has {len(facts)} {kind} facts, not {n}")
-        await asyncio.sleep(0.05)  # polling history as a client would
+    """The facts of ``kind`` in ``sid`` once there are ``n``: read from the session's stream (it
+    replays what is already there, then follows), so the wait ends on the fact itself."""
+    found: list[dict[str, Any]] = []
+    enough = asyncio.Event()
+
+    def on_fact(note: Any) -> None:
+        fact = note.params["fact"]
+        if fact["kind"] == kind:
+            found.append(fact)
+            if len(found) >= n:
+                enough.set()
+
+    async with open_connection(kernel.paths.kernel_sock, on_notification=on_fact) as sub:
+        await sub.call("history.subscribe", {"session": sid, "after_seq": 0})
+        await asyncio.wait_for(enough.wait(), timeout)
+    return list(found)
 
 
 @pytest.mark.parametrize("kernel", A2A, indirect=True)
@@ -146,7 +152,7 @@ async def test_wake_runs_the_recipient_and_routes_its_reply_back(
     agents.add("bob", {"bash": "echo $((6*7))"}, {"text": "42"})
     facts = await run(rpc, kernel, s["alice"], "ask bob")
     assert re.fullmatch(r"woken: message m_\w+ to bob \(wake\)\n", outputs(facts)[0]["output"])
-    reply = (await until_fact(rpc, s["alice"], "a2a.reply"))[0]["body"]
+    reply = (await until_fact(kernel, s["alice"], "a2a.reply"))[0]["body"]
     assert reply["from"] == "bob" and reply["text"] == "42" and reply["status"] == "done"
     assert reply["notice"].startswith(f"[a2a reply from bob to your message {reply['id']}]\n42")
     bob_input = (await call(rpc, "history.list", {"session": s["bob"], "kinds": ["message"]}))["facts"][0]
@@ -164,7 +170,7 @@ async def test_wake_runs_the_recipient_and_routes_its_reply_back(
     facts = await run(rpc, kernel, s["alice"], "ping bob and wait")
     assert outputs(facts)[0]["output"] == "bob replied:\npong\n"
     # ... and only there: the reply is recorded, but not shown to alice's model a second time.
-    replies = await until_fact(rpc, s["alice"], "a2a.reply", 2)
+    replies = await until_fact(kernel, s["alice"], "a2a.reply", 2)
     assert replies[-1]["body"]["delivered"] == "inline" and "notice" not in replies[-1]["body"]
     agents.add("alice", {"text": "ok"})
     await run(rpc, kernel, s["alice"], "anything else?")
@@ -189,18 +195,14 @@ async def test_a_wake_chain_stops_at_the_hop_limit(rpc: RpcConnection, kernel: A
     agents.policies = {"alice": ping_pong("bob"), "bob": ping_pong("alice")}
     await run(rpc, kernel, s["alice"], "start the chain")
     # alice(0) -> bob(1) -> alice(2) -> bob(3) -> alice(4) -> refused.
-    refused = None
-    for _ in range(600):
-        results = [
-            f["body"]
-            for f in (await call(rpc, "history.list", {"session": s["alice"], "kinds": ["tool.result"]}))[
-                "facts"
-            ]
-        ]
-        refused = next((r for r in results if r["exit_code"] == 1), None)
-        if refused:
-            break
-        await asyncio.sleep(0.05)  # polling history as a client would
+    refused = (
+        await next_fact(
+            kernel,
+            s["alice"],
+            lambda f: f["kind"] == "tool.result" and f["body"].get("exit_code") == 1,
+            timeout=60,
+        )
+    )["body"]
     assert refused is not None, "the chain never hit the limit"
     assert (
         "hop limit reached: this would be wake 5 of a chain started by alice (at most 4)" in refused["output"]

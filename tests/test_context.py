@@ -18,7 +18,7 @@ from aos.skills.supervisor import State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call, scripted_session
+from .rpc import call, next_fact, scripted_session
 
 
 @pytest.fixture
@@ -123,11 +123,7 @@ async def test_a_note_arriving_while_a_command_runs_waits_for_its_result(
     model.add({"bash": f"cat {fifo}"}, {"text": "noted"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "wait for it"})
     # Wait until the command is running (its start is journaled), then a note arrives.
-    while True:
-        facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
-        if any(f["kind"] == "tool.started" for f in facts):
-            break
-        await asyncio.sleep(0.02)  # polling history as any client would
+    await next_fact(kernel, sid, lambda f: f["kind"] == "tool.started", after=started["seq"])
     note = await call(
         rpc,
         "session.append",

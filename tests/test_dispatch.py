@@ -18,7 +18,7 @@ from aos_sdk.errors import InvalidParams, NotFound, Rejected, SessionBusy
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import live_processes_mentioning
-from .rpc import call
+from .rpc import call, next_fact
 
 FAST = {"model_backoff_ms": 10, "lease_ttl_s": 30}
 
@@ -387,12 +387,14 @@ async def test_ask_approved_and_denied(
     model.add({"bash": [f"echo 1 >> {marker} # danger", f"echo 2 >> {marker} # danger"]}, {"text": "ok"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
 
+    seen = [started["seq"]]
+
     async def pending() -> dict[str, Any]:
-        while True:
-            got = (await call(rpc, "approval.list", {"session": sid}))["approvals"]
-            if got:
-                return got[0]  # type: ignore[no-any-return]
-            await asyncio.sleep(0.02)  # polling the syscall a user would poll
+        """The next approval asked for, as the pending list shows it."""
+        asked = await next_fact(kernel, sid, lambda f: f["kind"] == "approval.requested", after=seen[-1])
+        seen.append(asked["seq"])
+        got = (await call(rpc, "approval.list", {"session": sid}))["approvals"]
+        return next(a for a in got if a["id"] == asked["body"]["approval_id"])  # type: ignore[no-any-return]
 
     first = await asyncio.wait_for(pending(), 10)
     assert (

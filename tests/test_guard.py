@@ -15,7 +15,7 @@ from aos.skills.supervisor import Policy, State
 from aos_sdk.connection import RpcConnection
 from aos_sdk.testing import ScriptedModel
 
-from .rpc import call, scripted_session, workspace
+from .rpc import call, next_fact, scripted_session, workspace
 
 GUARDED = [{"guard": True}]
 
@@ -36,13 +36,11 @@ async def results(
     rpc: RpcConnection, kernel: Any, sid: str, *, approve: list[str] | None = None
 ) -> list[dict[str, Any]]:
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
-    decisions = list(approve or [])
-    while decisions:
-        got = (await call(rpc, "approval.list", {"session": sid}))["approvals"]
-        if not got:
-            await asyncio.sleep(0.02)  # polling the syscall a person would poll
-            continue
-        await call(rpc, "approval.resolve", {"approval": got[0]["id"], "decision": decisions.pop(0)})
+    after = started["seq"]
+    for decision in approve or []:
+        asked = await next_fact(kernel, sid, lambda f: f["kind"] == "approval.requested", after=after)
+        after = asked["seq"]
+        await call(rpc, "approval.resolve", {"approval": asked["body"]["approval_id"], "decision": decision})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
     facts = (await call(rpc, "history.list", {"session": sid, "after_seq": started["seq"]}))["facts"]
     return [f["body"] for f in facts if f["kind"] == "tool.result"]

@@ -25,7 +25,7 @@ from aos_sdk.errors import Rejected
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import live_processes_mentioning
-from .rpc import call, scripted_session, workspace
+from .rpc import call, next_fact, scripted_session, workspace
 
 _PROBE = probe()
 pytestmark = pytest.mark.skipif(
@@ -114,16 +114,9 @@ async def test_aos_approve_from_the_sandbox_does_nothing(
     )
     alice = await scripted_session(rpc, model.url, "alice")
     model.add({"bash": "echo RISKY"}, {"text": "ok"})
-    await call(rpc, "session.dispatch", {"session": alice, "message": "go"})
-
-    async def pending() -> str:
-        while True:
-            got = (await call(rpc, "approval.list", {"session": alice}))["approvals"]
-            if got:
-                return str(got[0]["id"])
-            await asyncio.sleep(0.02)  # polling the syscall a person's client polls
-
-    approval = await asyncio.wait_for(pending(), 20)
+    started = await call(rpc, "session.dispatch", {"session": alice, "message": "go"})
+    asked = await next_fact(kernel, alice, lambda f: f["kind"] == "approval.requested", after=started["seq"])
+    approval = str(asked["body"]["approval_id"])
     with ScriptedModel() as bobs_model:
         bob = await scripted_session(rpc, bobs_model.url, "bob")
         results = await attempt_approve(rpc, kernel, bob, bobs_model, approval)
