@@ -102,9 +102,13 @@ def test_a_session_limit_holds_per_session_and_a_bad_setting_is_ignored(
             budget={"session_tokens": 1, "day_cost": "lots", "month_tokens": True},
             skills={"enabled": ["aos-budget"]},
         )
-        model.add({"text": "one"}, {"text": "fresh session"})
-        assert dispatch(home, sid, "first", daemon_env)["end"]["status"] == "done"
-        got = dispatch(home, sid, "second", daemon_env)
+        model.add({"bash": "budget status"}, {"text": "fresh session"})
+        got = dispatch(home, sid, "first", daemon_env)
+        assert got["end"]["status"] == "refused"  # the status call spent the session's 1 token
+        shown = next(f for f in got["facts"] if f["kind"] == "tool.result")["body"]["output"]
+        assert shown.startswith("session token: ") and "of 1 tokens used, 0 tokens left" in shown
+        assert "resets never: a new session starts from zero" in shown
+        assert "daily cost" not in shown and "monthly" not in shown, "bad settings are left out"
         error = next(f for f in got["facts"] if f["kind"] == "error")["body"]["message"]
         assert "cy's session token limit of 1 tokens is used up" in error
         assert "it resets never: a new session starts from zero" in error

@@ -124,6 +124,27 @@ def service() -> dict[str, Any]:
                 }
         return None
 
+    async def status(args: dict[str, Any], caller: dict[str, Any]) -> Any:
+        """Each of your limits: what is used, what is left, and when it resets."""
+        name, limits = await limits_for(str(caller["agent_id"]))
+        if not limits:
+            return f"{name} has no limits (settings.budget)"
+        at = now()
+        used = await spent(
+            str(caller["agent_id"]), caller.get("session_id"), {LIMITS[k][0] for k in limits}, at
+        )
+        lines = []
+        for key, limit in limits.items():
+            window, kind, label = LIMITS[key]
+            have = used[window][kind]
+            left = max(limit - have, 0.0)
+            lines.append(
+                f"{label}: {amount(kind, have)} of {amount(kind, limit)} used, {amount(kind, left)} left;"
+                f" resets {resets(window, at)}"
+            )
+        return "\n".join(lines)
+
     return {
-        "hooks": {"compute.before": {"handler": gate, "priority": 20, "timeout_s": 5, "failure": "closed"}}
+        "hooks": {"compute.before": {"handler": gate, "priority": 20, "timeout_s": 5, "failure": "closed"}},
+        "commands": {"status": status},
     }
