@@ -142,11 +142,16 @@ async def test_a_guarded_command_is_approved_from_the_inbox_while_the_dispatch_w
     await expect(page.locator("#chat")).to_be_hidden()  # one page at a time
     item = page.locator("#approval-list li")
     await item.filter(has_text="deploys need a person").wait_for()
-    await item.get_by_role("button", name="Approve").click()
+    # "Always allow": approved, and the exact command goes into the agent's guard rules.
+    async with page.expect_response(lambda r: "/api/approvals/" in r.url) as answer:
+        await item.get_by_role("button", name="Always allow").click()
+    assert (await answer.value).ok
     await page.get_by_role("button", name="Chat").click()
     await page.locator("#transcript li.end").filter(has_text="done ·").wait_for()
     assert await page.locator(".card pre").inner_text() == "deployed\n"
     await badge.wait_for(state="hidden")
+    agent = await kernel.store.get_agent("bo")
+    assert agent["settings"]["guard"]["allow"] == ["^echo\\ deployed$"]
 
 
 async def test_every_fact_shows_once_after_the_ui_service_is_killed_mid_reply(

@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -356,7 +357,40 @@ class UI:
         params = {"approval": request.path_params["aid"], "decision": b.get("decision")}
         if b.get("note"):
             params["note"] = str(b["note"])
-        return await self._kernel(request, "approval.resolve", params)
+        answer = await self._kernel(request, "approval.resolve", params)
+        if b.get("always") is True and b.get("decision") == "approve" and answer.status_code == 200:
+            row = json.loads(bytes(answer.body))
+            try:
+                await self._allow_always(str(row["agent_id"]), str(row["command"]))
+            except AosError as exc:
+                return JSONResponse(
+                    {"error": f"approved, but the rule was not saved: {exc.message}", "type": exc.type},
+                    status_code=STATUS.get(exc.type, 500),
+                )
+        return answer
+
+    async def _allow_always(self, agent_id: str, command: str) -> None:
+        """The exact command into the agent's ``settings.guard.allow`` (what aos-guard reads):
+        "always for this agent", as ``aos approve --always`` and ``a`` in ``aos chat`` do."""
+        rule = f"^{re.escape(command)}$"
+        for _ in range(3):  # someone changed the agent meanwhile: read it again
+            agent = await self.call("agent.get", {"agent": agent_id})
+            settings = dict(agent.get("settings") or {})
+            guard = dict(settings.get("guard") or {})
+            guard["allow"] = [r for r in guard.get("allow", []) if r != rule] + [rule]
+            try:
+                await self.call(
+                    "agent.update",
+                    {
+                        "agent": agent_id,
+                        "settings": {**settings, "guard": guard},
+                        "revision": agent["revision"],
+                    },
+                )
+                return
+            except AosError as exc:
+                if exc.type != "conflict":
+                    raise
 
     async def agent(self, request: Request) -> Response:
         aid = request.path_params["aid"]

@@ -106,8 +106,8 @@ function forkButton(seq) {
 
 function approvalItem(a, onDone) {
   const note = el("input", { "aria-label": "Note (optional)", placeholder: "note (optional)" });
-  const decide = (decision) => async () => {
-    try { await api("POST", `/api/approvals/${a.approval_id || a.id}`, { decision, note: note.value || undefined }); }
+  const decide = (decision, always = false) => async () => {
+    try { await api("POST", `/api/approvals/${a.approval_id || a.id}`, { decision, always, note: note.value || undefined }); }
     catch (e) { banner(e.message); }
     onDone && onDone();
     refreshApprovals();
@@ -117,6 +117,7 @@ function approvalItem(a, onDone) {
     el("div", { class: "cmd", text: `$ ${a.command}` }),
     note,
     el("button", { type: "button", text: "Approve", onclick: decide("approve") }),
+    el("button", { type: "button", text: "Always allow", title: "approve, and let this agent run this exact command without asking from now on", onclick: decide("approve", true) }),
     el("button", { type: "button", text: "Deny", onclick: decide("deny") }));
 }
 
@@ -200,13 +201,14 @@ async function askNow(a) {
   $("ask-note").value = "";
   dialog.dataset.approval = a.approval_id;
   const before = document.activeElement;
-  const decide = (decision) => async () => {
+  const decide = (decision, always = false) => async () => {
     dialog.close();
-    try { await api("POST", `/api/approvals/${a.approval_id}`, { decision, note: $("ask-note").value || undefined }); }
+    try { await api("POST", `/api/approvals/${a.approval_id}`, { decision, always, note: $("ask-note").value || undefined }); }
     catch (e) { banner(e.message); }
     refreshApprovals();
   };
   $("ask-approve").onclick = decide("approve");
+  $("ask-always").onclick = decide("approve", true);
   $("ask-deny").onclick = decide("deny");
   $("ask-later").onclick = () => dialog.close();
   dialog.addEventListener("close", () => { if (before && before.focus) before.focus(); }, { once: true });
