@@ -107,3 +107,18 @@ async def running_kernel(
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def one_invocation(client: Any, sock: Path, agent_id: str) -> None:
+    """One invocation through a real daemon, as the benchmarks count it: a fresh session, the
+    dispatch, and its facts followed until ``dispatch.end`` (which must say ``done``)."""
+    from aos_sdk.syncclient import SyncClient
+
+    sid = client.call("session.create", {"agent": agent_id})["id"]
+    with SyncClient(sock, timeout=60) as follow:
+        follow.call("history.subscribe", {"session": sid})
+        client.call("session.dispatch", {"session": sid, "message": "go"})
+        for note in follow.notifications():
+            if note.params["fact"]["kind"] == "dispatch.end":
+                assert note.params["fact"]["body"]["status"] == "done", note.params
+                return

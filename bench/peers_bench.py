@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-from _harness import aos_daemon, pct, scripted_model
+from _harness import aos_daemon, one_invocation, pct, scripted_model
 from aos.db.embedded import EmbeddedPostgres
 from aos_sdk.syncclient import SyncClient
 
@@ -297,14 +297,7 @@ def main() -> None:
         t0 = time.perf_counter()
 
         def aos_once() -> None:
-            sid = client.call("session.create", {"agent": agent["id"]})["id"]
-            with SyncClient(sock, timeout=60) as follow:
-                follow.call("history.subscribe", {"session": sid})
-                client.call("session.dispatch", {"session": sid, "message": "go"})
-                for note in follow.notifications():
-                    if note.params["fact"]["kind"] == "dispatch.end":
-                        assert note.params["fact"]["body"]["status"] == "done", note.params
-                        return
+            one_invocation(client, sock, agent["id"])
 
         aos_once()
         first_ms = (time.perf_counter() - t0) * 1000  # agent.create and the first dispatch after start

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from _harness import aos_daemon, scripted_model
+from _harness import aos_daemon, one_invocation, scripted_model
 from aos.db.embedded import EmbeddedPostgres
 from aos_sdk.syncclient import SyncClient
 
@@ -40,14 +40,7 @@ def measure(dsn: str, sock: Path, api_base: str, n: int) -> tuple[list[Any], lis
     )
 
     def once() -> None:
-        sid = client.call("session.create", {"agent": agent["id"]})["id"]
-        with SyncClient(sock, timeout=60) as follow:
-            follow.call("history.subscribe", {"session": sid})
-            client.call("session.dispatch", {"session": sid, "message": "go"})
-            for note in follow.notifications():
-                if note.params["fact"]["kind"] == "dispatch.end":
-                    assert note.params["fact"]["body"]["status"] == "done", note.params
-                    return
+        one_invocation(client, sock, agent["id"])
 
     for _ in range(5):
         once()

@@ -103,6 +103,13 @@ async def next_fact(
     raise AssertionError(f"the stream of {sid} ended before a {kind} fact")
 
 
+async def ui_session(client: httpx.AsyncClient, name: str, **fields: Any) -> tuple[dict[str, Any], str]:
+    """An agent made through the page's API, and a new session of it."""
+    agent = (await client.post("/api/agents", json={"name": name, **fields})).json()
+    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    return agent, str(sid)
+
+
 @pytest.fixture
 async def ui(kernel: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """A signed-in client and the UI's origin."""
@@ -187,8 +194,7 @@ async def test_a_chat_streams_every_fact_once_across_a_reconnect(
 ) -> None:
     client, _ = ui
     model.add({"bash": "echo '<script>alert(1)</script>'"}, {"text": "done"})
-    agent = (await client.post("/api/agents", json={"name": "ada", "instructions": "Be brief."})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    _agent, sid = await ui_session(client, "ada", instructions="Be brief.")
     seen: list[dict[str, Any]] = []
     async with client.stream("GET", f"/api/stream/{sid}?after=0") as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -217,8 +223,7 @@ async def test_a_person_answers_an_approval_from_the_page(
     client, _ = ui
     hold_commands(kernel)
     model.add({"bash": "echo approved-and-ran"}, {"text": "done"})
-    agent = (await client.post("/api/agents", json={"name": "bo"})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    _agent, sid = await ui_session(client, "bo")
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
     await asyncio.wait_for(next_fact(client, sid, "approval.requested"), 30)  # its row comes first
     pending = (await client.get("/api/approvals")).json()["approvals"]
@@ -314,8 +319,7 @@ async def test_pages_hear_of_approvals_and_ended_dispatches_as_they_happen(
     client, _ = ui
     hold_commands(kernel)
     model.add({"bash": "echo ok"}, {"text": "done"})
-    agent = (await client.post("/api/agents", json={"name": "cy"})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    _agent, sid = await ui_session(client, "cy")
     seen: list[tuple[str, dict[str, Any]]] = []
     async with client.stream("GET", "/api/events") as resp:
         await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
@@ -344,8 +348,7 @@ async def test_the_ui_skill_is_not_in_agents_catalogs(
     """aos-frontend serves people: `aos-catalog: hidden` keeps it out of every system prompt."""
     client, _ = ui
     model.add({"text": "hi"})
-    agent = (await client.post("/api/agents", json={"name": "dee"})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    agent, sid = await ui_session(client, "dee")
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "what skills do you have?"})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
     prompt = json.dumps(model.requests[0]["messages"])
@@ -359,8 +362,7 @@ async def test_fork_and_whole_outputs_through_the_api(
 ) -> None:
     client, _ = ui
     model.add({"bash": "seq 1 20000"}, {"text": "counted"})
-    agent = (await client.post("/api/agents", json={"name": "eve"})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    agent, sid = await ui_session(client, "eve")
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "count"})
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
     facts = (await client.get(f"/api/sessions/{sid}/facts?tail=20")).json()["facts"]
@@ -407,8 +409,7 @@ print("events", ask("/api/events"))
 PY
 """
     model.add({"bash": "echo first"}, {"bash": probe}, {"text": "done"})
-    agent = (await client.post("/api/agents", json={"name": "eve"})).json()
-    sid = (await client.post("/api/sessions", json={"agent": agent["id"]})).json()["id"]
+    _agent, sid = await ui_session(client, "eve")
     await client.post(f"/api/sessions/{sid}/messages", json={"text": "go"})
     # The first command waits for a person; the person approves it, and the probe runs next.
     for command in ("echo first", probe):

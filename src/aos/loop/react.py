@@ -62,6 +62,7 @@ class ReActUnit:
     shell: Shell = field(init=False)
     context: Context = field(init=False)
     tools: ToolCalls = field(init=False)
+    _catalog: list[dict[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
         spec, kernel = self.spec, self.dispatcher.kernel
@@ -92,6 +93,8 @@ class ReActUnit:
             bwrap=kernel.sandbox_probe.bwrap,
         )
         self.tools = ToolCalls(self, self.dispatcher.hooks, self.dispatcher.approvals, store)
+        #: The skills the prompt's catalog lists (hidden ones are enabled, on PATH, not listed).
+        self._catalog = [s for s in spec.skills if not s.get("hidden")]
 
     # -- identity / helpers --------------------------------------------------------------------
 
@@ -270,8 +273,7 @@ class ReActUnit:
 
     async def assemble(self) -> list[dict[str, Any]]:
         """The context for the next model call (see :mod:`aos.loop.context`)."""
-        catalog = [s for s in self.spec.skills if not s.get("hidden")]  # hidden: not in the prompt
-        input_data = {**self.ids, "agent": _agent_view(self.spec.agent), "skills": catalog}
+        input_data = {**self.ids, "agent": _agent_view(self.spec.agent), "skills": self._catalog}
         try:
             return await self.context.assemble(
                 lambda i, o: self._required_transform("session.assemble", i, o), input_data
