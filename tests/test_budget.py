@@ -117,3 +117,61 @@ def test_a_session_limit_holds_per_session_and_a_bad_setting_is_ignored(
         assert dispatch(home, fresh, "hello", daemon_env)["end"]["status"] == "done"
     finally:
         run_aos("stop", env=daemon_env)
+
+
+def test_a_woken_chain_is_charged_to_its_initiator_and_held_to_its_limits(
+    home: Path, daemon_env: dict[str, str]
+) -> None:
+    """ada wakes bo (aos-a2a): bo's model calls are charged to ada, and ada's daily limit stops
+    bo. Each agent has its own scripted model, so the order of calls is fixed."""
+    usage = {"prompt_tokens": 500, "completion_tokens": 100}  # 600 tokens a call
+    on = {"skills": {"enabled": ["aos-budget", "aos-a2a"]}}
+    (home / "aoscb.json").write_text(json.dumps({"skills": {"disabled": ["aos-guard", "aos-frontend"]}}))
+    with ScriptedModel() as a, ScriptedModel() as b:
+        try:
+            assert run_aos("start", env=daemon_env).returncode == 0
+            sid = agent(home, a, "ada", budget={"day_tokens": 1500}, **on)
+            agent(home, b, "bo", **on)  # no limits of its own
+            a.add({"bash": "a2a send --to bo --wake --wait 60 'count the files'", "usage": usage})
+            b.add({"bash": "echo working", "usage": usage}, {"text": "never asked", "usage": usage})
+            got = dispatch(home, sid, "ask bo", daemon_env)
+            # bo ran one call (600, charged to ada: 1200 in all); a second would pass 1500.
+            reply = next(f for f in got["facts"] if f["kind"] == "tool.result")["body"]["output"]
+            assert "ended with status refused" in reply, reply
+            assert got["end"]["status"] == "refused", "and ada's own next call too"
+            assert len(b.requests) == 1 and len(a.requests) == 1
+            with SyncClient(home / "run" / "kernel.sock") as c:
+                ada_id = c.call("agent.get", {"agent": "ada"})["id"]
+                bo_sessions = c.call("session.list", {"agent": "bo"})["sessions"]
+                facts = c.call("history.list", {"session": bo_sessions[0]["id"]})["facts"]
+                paid = c.call("usage.get", {"group_by": "agent", "payer": "ada"})
+                own = c.call("usage.get", {"group_by": "agent", "payer": "bo"})
+                by_agent = {r["key"]: r for r in c.call("usage.get", {"group_by": "agent"})["rows"]}
+            assistant = next(f for f in facts if f["kind"] == "message" and f["role"] == "assistant")
+            assert assistant["meta"]["usage"]["payer"] == ada_id
+            error = next(f for f in facts if f["kind"] == "error")["body"]["message"]
+            assert "ada's daily token limit of 1500 tokens would be passed by the next call" in error
+            assert "(ada pays for this run: it started the chain that woke this agent)" in error
+            assert {r["key"]: r["prompt_tokens"] for r in paid["rows"]} == {"ada": 500, "bo": 500}
+            assert own["rows"] == [], "bo paid for nothing"
+            assert by_agent["bo"]["calls"] == 1, "usage by agent still says who made the call"
+            # aos usage shows the limit, and what is left of it.
+            r = run_aos("usage", "--by", "agent", env=daemon_env)
+            assert r.returncode == 0, r.stderr
+            assert (
+                "daily token" in r.stdout and "1500" in r.stdout and "1200" in r.stdout and "300" in r.stdout
+            )
+            limits = json.loads(run_aos("usage", "--json", env=daemon_env).stdout)["limits"]
+            assert limits == [
+                {
+                    "agent": "ada",
+                    "limit": "day_tokens",
+                    "label": "daily token",
+                    "max": 1500.0,
+                    "used": 1200.0,
+                    "left": 300.0,
+                    "resets": limits[0]["resets"],
+                }
+            ]
+        finally:
+            run_aos("stop", env=daemon_env)

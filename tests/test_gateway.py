@@ -14,6 +14,7 @@ import pytest
 
 from aos.skills.supervisor import State
 from aos_sdk.connection import RpcConnection
+from aos_sdk.errors import NotFound
 from aos_sdk.testing import ScriptedModel
 
 from .rpc import call, scripted_session
@@ -42,14 +43,21 @@ def service():
     return {"commands": {"add": add, "list": list_}}
 """
 CLI = "#!/usr/bin/env aos-python\nfrom aos_sdk.cli import main; main('notes')\n"
-PROBE = (
-    'aos-python -c "import os; from aos_sdk.syncclient import SyncClient; from aos_sdk.errors import AosError\n'
-    "try:\n"
-    "    c = SyncClient(os.environ['AOS_GATEWAY'], headers={'X-AOS-Token': os.environ['AOS_TOKEN']})\n"
-    "    print(c.call('agent.list', {}))\n"
-    "except AosError as e:\n"
-    "    print('refused:', e.type, e.message)\""
-)
+
+
+def gateway_call(method: str, params: str = "{}") -> str:
+    """Agent bash calling ``method`` straight on the gateway, with its own token."""
+    return (
+        'aos-python -c "import os; from aos_sdk.syncclient import SyncClient; from aos_sdk.errors import AosError\n'
+        "try:\n"
+        "    c = SyncClient(os.environ['AOS_GATEWAY'], headers={'X-AOS-Token': os.environ['AOS_TOKEN']})\n"
+        f"    print(c.call('{method}', {params}))\n"
+        "except AosError as e:\n"
+        "    print('refused:', e.type, e.message)\""
+    )
+
+
+PROBE = gateway_call("agent.list")
 
 
 @pytest.fixture
@@ -117,6 +125,45 @@ async def test_the_token_allows_nothing_but_skill_commands(
         timeout=30,
     )
     assert r.returncode == 3 and "inside an AOS dispatch" in r.stderr
+
+
+async def test_agent_bash_reaches_neither_probes_nor_the_persons_path_to_commands(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    sid = await setup(rpc, kernel, model)
+    sock = kernel.paths.kernel_sock
+    model.add(
+        {
+            "bash": [
+                gateway_call("sandbox.exec", "{'agent': 'alice', 'session': 'x', 'command': 'id'}"),
+                gateway_call("skill.command", "{'skill': 'notes', 'command': 'list'}"),
+                # The person's way: the kernel's own socket. It is not in the sandbox at all.
+                f"env -u AOS_TOKEN AOS_ADMIN_SOCKET={sock} notes list; echo exit=$?",
+            ]
+        },
+        {"text": "done"},
+    )
+    exec_, command, admin = await run(rpc, kernel, sid)
+    assert exec_["output"].startswith("refused: permission_denied sandbox.exec is not allowed here")
+    assert command["output"].startswith("refused: permission_denied skill.command is not allowed here")
+    assert "nothing is listening on" in admin["output"] and "exit=3" in admin["output"], admin["output"]
+
+
+async def test_a_person_invokes_a_skill_command_for_an_agent(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    await setup(rpc, kernel, model)
+    alice = (await call(rpc, "agent.get", {"agent": "alice"}))["id"]
+    got = await call(
+        rpc, "skill.command", {"skill": "notes", "command": "add", "args": {"argv": ["hi"]}, "agent": "alice"}
+    )
+    assert got["result"] == f"noted (1 so far) for {alice}"
+    with pytest.raises(NotFound, match="has no command 'nope' \\(commands: add, list\\)"):
+        await call(rpc, "skill.command", {"skill": "notes", "command": "nope"})
+    with pytest.raises(NotFound, match="no service"):
+        await call(rpc, "skill.command", {"skill": "nothing-here", "command": "list"})
+    with pytest.raises(NotFound):
+        await call(rpc, "skill.command", {"skill": "notes", "command": "add", "agent": "nobody"})
 
 
 async def test_a_disabled_skill_cannot_be_invoked(

@@ -68,6 +68,11 @@ async def test_a_failing_model_moves_to_the_fallback_rests_and_comes_back(
     )
     answers = [f for f in facts if f["kind"] == "message" and f["role"] == "assistant"]
     assert [a["meta"]["usage"]["model"] for a in answers] == ["fallback", "fallback"]
+    # The failover is in history, on the answer that followed it.
+    assert answers[0]["meta"]["failed_over"] == [
+        {"model": "openai/primary", "kind": "InternalServerError", "status": 500}
+    ]
+    assert "failed_over" not in answers[1]["meta"]
     # While the primary rests, the next run goes straight to the fallback.
     fallback.add({"bash": "router status"}, {"text": "still the fallback"})
     facts = await run(rpc, kernel, sid, "again")
@@ -97,3 +102,26 @@ async def test_without_a_fallback_left_the_run_fails_naming_every_model_tried(
     primary.add({"status": 400, "error": "context too long"})
     facts = await run(rpc, kernel, sid, "again")
     assert next(f for f in facts if f["kind"] == "error")["body"]["models"] == ["openai/primary"]
+
+
+async def test_light_work_goes_to_the_cheap_model_first(
+    rpc: RpcConnection, kernel: Any, primary: ScriptedModel, fallback: ScriptedModel
+) -> None:
+    """Runs in sessions marked light (aos-schedule's) and summaries go to ``router.light``;
+    the agent's own sessions keep its model."""
+    cheap = {"model": "openai/light", "model_params": {"api_base": fallback.url}}
+    sid = await routed_agent(rpc, "cy", primary, fallback, light=cheap)
+    light = (await call(rpc, "session.create", {"agent": "cy", "settings": {"light": True}}))["id"]
+    fallback.add({"text": "cheap answer"})
+    facts = await run(rpc, kernel, light, "a scheduled check")
+    assert facts[-2]["meta"]["usage"]["model"] == "light" and primary.requests == []
+    primary.add({"text": "the agent's own model"})
+    facts = await run(rpc, kernel, sid, "a question")
+    assert facts[-2]["meta"]["usage"]["model"] == "primary"
+    fallback.add({"text": "a summary"})
+    messages = [{"role": "user", "content": "sum this up"}]
+    got = await call(rpc, "compute.complete", {"session": sid, "messages": messages, "purpose": "summary"})
+    assert got["text"] == "a summary" and got["model"] == "light"
+    primary.add({"text": "not light"})
+    got = await call(rpc, "compute.complete", {"session": sid, "messages": messages})
+    assert got["model"] == "primary", "other compute calls keep the agent's model"

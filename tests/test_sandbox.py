@@ -21,7 +21,7 @@ import pytest
 from aos.kernel.hooks import HookHandler
 from aos.loop.sandbox import probe
 from aos_sdk.connection import RpcConnection
-from aos_sdk.errors import Rejected
+from aos_sdk.errors import AosError, Rejected
 from aos_sdk.testing import ScriptedModel
 
 from .procutil import live_processes_mentioning
@@ -424,3 +424,60 @@ async def test_the_agents_python_is_not_the_daemons(
         assert venv not in results[0]["output"], f"{name}: the daemon's bin folder is on PATH"
         assert rest[0].endswith("/aos-python")
         assert results[1]["output"] == "sdk ok\n", results[1]
+
+
+# -- probes: sandbox.exec ----------------------------------------------------------------------
+
+
+async def test_a_probe_runs_in_the_agents_sandbox_with_no_model_and_no_gateway(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    """``sandbox.exec`` (what aos-schedule's probes use) gives a command exactly the agent's
+    sandbox: its workspace, not the daemon's home; no token; secrets scrubbed."""
+    sid = await scripted_session(rpc, model.url)
+    ws = workspace(kernel.paths.home)
+    home = kernel.paths.home
+    command = (
+        f"echo made > here; ls {home}/run 2>&1 | head -1; env | grep -c '^AOS_TOKEN\\|^AOS_GATEWAY';"
+        f" echo key=$OPENROUTER_API_KEY; echo {CANARY}; exit 3"
+    )
+    res = await call(rpc, "sandbox.exec", {"agent": "alice", "session": sid, "command": command})
+    assert (res["outcome"], res["exit_code"], res["sandbox"]) == ("error", 3, "bwrap")
+    assert (ws / "here").read_text() == "made\n"
+    lines = res["output"].splitlines()
+    assert "No such file or directory" in lines[0], "the daemon's home is not in the sandbox"
+    assert lines[1] == "0", "no gateway, no token"
+    assert lines[2] == "key=" and CANARY not in res["output"] and "***" in lines[3]
+    assert model.requests == [], "no model call"
+    # Whatever it does, the clock stops it: the agent's limit is the most it may take.
+    res = await call(
+        rpc, "sandbox.exec", {"agent": "alice", "session": sid, "command": "sleep 5", "timeout_s": 0.3}
+    )
+    assert res["outcome"] == "timeout" and res["exit_code"] is None
+    for bad, said in (
+        ({"command": "echo \x00"}, "NUL"),
+        ({"command": ""}, "at least 1 character"),
+        ({"session": "se_nope", "command": "true"}, "se_nope"),
+    ):
+        with pytest.raises(AosError, match=said):
+            await call(rpc, "sandbox.exec", {"agent": "alice", "session": sid, **bad})
+    other = await scripted_session(rpc, model.url, agent="bob")
+    with pytest.raises(AosError, match="does not belong to agent 'alice'"):
+        await call(rpc, "sandbox.exec", {"agent": "alice", "session": other, "command": "true"})
+
+
+@pytest.mark.parametrize("kernel", [{"guard": True}], indirect=True)
+async def test_a_probe_passes_the_same_guards_as_the_agents_own_commands(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    guard = {"deny": ["^touch denied"], "ask": ["^touch asked"]}
+    sid = await scripted_session(rpc, model.url, settings={"guard": guard})
+    ws = workspace(kernel.paths.home)
+    denied = await call(rpc, "sandbox.exec", {"agent": "alice", "session": sid, "command": "touch denied"})
+    assert denied["outcome"] == "rejected" and "aos-guard" in denied["reason"]
+    asked = await call(rpc, "sandbox.exec", {"agent": "alice", "session": sid, "command": "touch asked"})
+    assert asked["outcome"] == "needs_approval" and "cannot wait for a person" in asked["reason"]
+    assert not (ws / "denied").exists() and not (ws / "asked").exists(), "neither ran"
+    assert (await call(rpc, "approval.list", {}))["approvals"] == [], "no approval left waiting"
+    fine = await call(rpc, "sandbox.exec", {"agent": "alice", "session": sid, "command": "touch fine"})
+    assert fine["outcome"] == "ok" and (ws / "fine").exists()

@@ -139,17 +139,19 @@ async def inbox_session(agent: dict[str, Any]) -> str:
     return str((await kernel().call("session.create", {"agent": agent["id"], "title": "a2a"}))["id"])
 
 
-async def hops_of(caller: dict[str, Any]) -> tuple[int, str | None]:
-    """How many wakes led to the caller's dispatch, and who started the chain."""
+async def hops_of(caller: dict[str, Any]) -> tuple[int, str | None, str]:
+    """How many wakes led to the caller's dispatch, who started the chain, and who pays for it
+    (the agent whose dispatch was not paid by another: the chain's initiator)."""
     dispatch_id = caller.get("dispatch_id")
     if not dispatch_id:
-        return 0, None
+        return 0, None, str(caller["agent_id"])
     d = await kernel().call("dispatch.get", {"dispatch": dispatch_id})
     if not d.get("input_seq"):
-        return 0, None
+        return 0, None, str(caller["agent_id"])
     fact = await kernel().call("history.get", {"session": d["session_id"], "seq": d["input_seq"]})
-    a2a = (fact.get("meta") or {}).get("a2a") or {}
-    return int(a2a.get("hops") or 0), a2a.get("origin")
+    meta = fact.get("meta") or {}
+    a2a = meta.get("a2a") or {}
+    return int(a2a.get("hops") or 0), a2a.get("origin"), str(meta.get("payer") or caller["agent_id"])
 
 
 async def append(session: str, kind: str, body: dict[str, Any], key: str) -> int:
@@ -213,13 +215,11 @@ async def pending_wakes(session: str) -> list[dict[str, Any]]:
 
 async def start_wake(session: str, msg: dict[str, Any]) -> dict[str, Any]:
     meta = {"a2a": {k: msg[k] for k in ("id", "from", "from_session", "hops", "origin") if k in msg}}
-    return dict(
-        await kernel().call(
-            "session.dispatch",
-            # Busy: this service keeps its own queue (a reply is routed per woken dispatch).
-            {"session": session, "message": wake_text(msg), "meta": meta, "if_busy": "refuse"},
-        )
-    )
+    params = {"session": session, "message": wake_text(msg), "meta": meta, "if_busy": "refuse"}
+    if msg.get("payer"):  # the chain's initiator pays for the run it caused (aos-budget)
+        params["payer"] = msg["payer"]
+    # Busy: this service keeps its own queue (a reply is routed per woken dispatch).
+    return dict(await kernel().call("session.dispatch", params))
 
 
 # -- the service ------------------------------------------------------------------------------------
@@ -259,9 +259,9 @@ def service() -> dict[str, Any]:
         if me["name"] in recipients:
             raise InvalidParams(f"you are {me['name']}: send to another agent")
         targets = [await agent_named(r) for r in recipients]  # all known before anything is sent
-        hops, origin = (0, None)
+        hops, origin, payer = (0, None, str(caller["agent_id"]))
         if mode == "wake":
-            hops, origin = await hops_of(caller)
+            hops, origin, payer = await hops_of(caller)
             limit = int((await settings())["max_hops"])
             if hops + 1 > limit:
                 raise Conflict(
@@ -282,7 +282,7 @@ def service() -> dict[str, Any]:
             if type_name:
                 msg.update({"type": type_name, "data": data})
             if mode == "wake":
-                msg.update({"hops": hops + 1, "origin": origin or me["name"]})
+                msg.update({"hops": hops + 1, "origin": origin or me["name"], "payer": payer})
             session = await inbox_session(agent)
             receipt = {"id": msg["id"], "to": agent["name"], "session": session, "mode": mode}
             if mode == "wake":

@@ -85,11 +85,16 @@ def service() -> dict[str, Any]:
         agent_id: str, session_id: str | None, windows: set[str], at: datetime
     ) -> dict[str, dict[str, float]]:
         """Tokens and cost of the agent today and this month, and of the session, from history."""
-        out = {w: {"tokens": 0.0, "cost": 0.0} for w in ("day", "month", "session")}
+        out = {w: {"tokens": 0.0, "cost": 0.0, "calls": 0.0} for w in ("day", "month", "session")}
         if windows & {"day", "month"}:
-            rows = (await call("usage.get", {"group_by": "day", "agent": agent_id, "since_days": 32}))["rows"]
+            # What the agent pays for: its own calls, and those of the agents it woke.
+            rows = (await call("usage.get", {"group_by": "day", "payer": agent_id, "since_days": 32}))["rows"]
             for r in rows:
-                used = {"tokens": r["prompt_tokens"] + r["completion_tokens"], "cost": r["cost"] or 0.0}
+                used = {
+                    "tokens": r["prompt_tokens"] + r["completion_tokens"],
+                    "cost": r["cost"] or 0.0,
+                    "calls": r["calls"],
+                }
                 for window, prefix in (("day", f"{at:%Y-%m-%d}"), ("month", f"{at:%Y-%m}")):
                     if str(r["key"]).startswith(prefix):
                         for k in used:
@@ -98,11 +103,16 @@ def service() -> dict[str, Any]:
             t = (await call("usage.get", {"group_by": "session", "session": session_id, "since_days": 3650}))[
                 "total"
             ]
-            out["session"] = {"tokens": t["prompt_tokens"] + t["completion_tokens"], "cost": t["cost"] or 0.0}
+            out["session"] = {
+                "tokens": t["prompt_tokens"] + t["completion_tokens"],
+                "cost": t["cost"] or 0.0,
+                "calls": t["calls"],
+            }
         return out
 
     async def gate(input_data: dict[str, Any], output_data: Any) -> Any:
-        agent_id = input_data.get("agent_id")
+        # A run woken by another agent is paid for by the chain's initiator: its limits hold.
+        agent_id = input_data.get("payer") or input_data.get("agent_id")
         if not agent_id:
             return None
         try:
@@ -116,33 +126,82 @@ def service() -> dict[str, Any]:
         for key, limit in limits.items():
             window, kind, label = LIMITS[key]
             have = used[window][kind]
-            if have >= limit:
+            # The next call will cost about what the calls so far cost on average: refused if
+            # that would pass the limit, so spend stays under it rather than one call over.
+            calls = used[window]["calls"]
+            expect = have / calls if calls else 0.0
+            if have >= limit or have + expect > limit:
+                paid = (
+                    f" ({name} pays for this run: it started the chain that woke this agent)"
+                    if input_data.get("payer") and input_data.get("payer") != input_data.get("agent_id")
+                    else ""
+                )
+                state = (
+                    "is used up"
+                    if have >= limit
+                    else f"would be passed by the next call (about {amount(kind, expect)})"
+                )
                 return {
                     "verdict": "reject",
-                    "reason": f"{name}'s {label} limit of {amount(kind, limit)} is used up"
-                    f" ({amount(kind, have)} used); it resets {resets(window, at)}",
+                    "reason": f"{name}'s {label} limit of {amount(kind, limit)} {state}"
+                    f" ({amount(kind, have)} used); it resets {resets(window, at)}{paid}",
                 }
         return None
 
-    async def status(args: dict[str, Any], caller: dict[str, Any]) -> Any:
-        """Each of your limits: what is used, what is left, and when it resets."""
-        name, limits = await limits_for(str(caller["agent_id"]))
-        if not limits:
-            return f"{name} has no limits (settings.budget)"
+    async def report(agent_id: str, session_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        """The agent's name, and each of its limits: used, left, when it resets."""
+        name, limits = await limits_for(agent_id)
         at = now()
-        used = await spent(
-            str(caller["agent_id"]), caller.get("session_id"), {LIMITS[k][0] for k in limits}, at
-        )
-        lines = []
+        used = await spent(agent_id, session_id, {LIMITS[k][0] for k in limits}, at) if limits else {}
+        rows = []
         for key, limit in limits.items():
             window, kind, label = LIMITS[key]
+            if window == "session" and not session_id:
+                rows.append({"agent": name, "limit": key, "label": label, "max": limit, "used": None})
+                continue
             have = used[window][kind]
-            left = max(limit - have, 0.0)
-            lines.append(
-                f"{label}: {amount(kind, have)} of {amount(kind, limit)} used, {amount(kind, left)} left;"
-                f" resets {resets(window, at)}"
+            rows.append(
+                {
+                    "agent": name,
+                    "limit": key,
+                    "label": label,
+                    "max": limit,
+                    "used": have,
+                    "left": max(limit - have, 0.0),
+                    "resets": resets(window, at),
+                }
             )
-        return "\n".join(lines)
+        return name, rows
+
+    def line(r: dict[str, Any]) -> str:
+        kind = LIMITS[r["limit"]][1]
+        if r["used"] is None:
+            return f"{r['label']}: {amount(kind, r['max'])} in each session"
+        return (
+            f"{r['label']}: {amount(kind, r['used'])} of {amount(kind, r['max'])} used,"
+            f" {amount(kind, r['left'])} left; resets {r['resets']}"
+        )
+
+    async def status(args: dict[str, Any], caller: dict[str, Any]) -> Any:
+        """Each of your limits: what is used, what is left, and when it resets. A person
+        (``aos usage``) sees every agent's, or one agent's (``agent``)."""
+        if caller.get("person"):
+            if caller.get("agent_id") or args.get("agent"):
+                ids = [
+                    str(caller.get("agent_id") or (await call("agent.get", {"agent": args["agent"]}))["id"])
+                ]
+            else:
+                ids = [str(a["id"]) for a in (await call("agent.list", {}))["agents"]]
+            rows = [r for agent_id in ids for r in (await report(agent_id, None))[1]]
+            if args.get("as_json"):
+                return rows
+            return (
+                "\n".join(f"{r['agent']}: {line(r)}" for r in rows) or "no agent has limits (settings.budget)"
+            )
+        name, rows = await report(str(caller["agent_id"]), caller.get("session_id"))
+        if args.get("as_json"):
+            return rows
+        return "\n".join(line(r) for r in rows) or f"{name} has no limits (settings.budget)"
 
     return {
         "hooks": {"compute.before": {"handler": gate, "priority": 20, "timeout_s": 5, "failure": "closed"}},

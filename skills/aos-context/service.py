@@ -387,6 +387,7 @@ async def compact(
         {
             "session": session,
             "messages": [{"role": "system", "content": SUMMARISE}, {"role": "user", "content": text}],
+            "purpose": "summary",  # a router may answer with a cheaper model
         },
         timeout=120,
     )

@@ -26,21 +26,38 @@ class Health:
     last_error: str = ""
 
 
+#: Work a cheaper model does well enough, when the agent names one (``router.light``): summaries,
+#: and runs in sessions marked light (aos-schedule's runs).
+LIGHT_PURPOSES = {"summary"}
+
 _health: dict[str, Health] = {}
+_light_sessions: dict[str, bool] = {}  # session -> marked light (settings never change)
 _sticky: dict[str, str] = {}  # session -> the fallback it moved to
 _settings: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
-def chain_of(model: str, params: dict[str, Any], router: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The agent's model, then its fallbacks, each with the params to call it with."""
+def chain_of(
+    model: str, params: dict[str, Any], router: dict[str, Any], *, light: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The agent's model, then its fallbacks, each with the params to call it with; for light
+    work, ``router.light`` first."""
     out = [(model, params)]
+    if light and (cheap := entry(router.get("light"), params)) is not None and cheap[0] != model:
+        out.insert(0, cheap)
     for fb in router.get("fallbacks") or []:
-        if isinstance(fb, str) and fb:
-            out.append((fb, params))
-        elif isinstance(fb, dict) and isinstance(fb.get("model"), str):
-            extra = fb.get("model_params")
-            out.append((fb["model"], {**params, **(extra if isinstance(extra, dict) else {})}))
+        if (e := entry(fb, params)) is not None:
+            out.append(e)
     return out
+
+
+def entry(raw: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A model of a chain: its id, or ``{model, model_params}`` (over the agent's params)."""
+    if isinstance(raw, str) and raw:
+        return raw, params
+    if isinstance(raw, dict) and isinstance(raw.get("model"), str):
+        extra = raw.get("model_params")
+        return raw["model"], {**params, **(extra if isinstance(extra, dict) else {})}
+    return None
 
 
 def cooldowns(router: dict[str, Any]) -> tuple[float, ...]:
@@ -68,6 +85,24 @@ def service() -> dict[str, Any]:
         _settings[agent_id] = (time.monotonic(), router)
         return router
 
+    async def is_light(session_id: Any) -> bool:
+        """Whether a session is marked for light work (``settings.light``, as aos-schedule's
+        runs are)."""
+        if not session_id:
+            return False
+        hit = _light_sessions.get(str(session_id))
+        if hit is None:
+            assert service.kernel is not None
+            try:
+                s = await service.kernel.call("session.get", {"session": str(session_id)})
+            except AosError:
+                return False
+            hit = bool((s.get("settings") or {}).get("light"))
+            if len(_light_sessions) > 10000:
+                _light_sessions.clear()
+            _light_sessions[str(session_id)] = hit
+        return hit
+
     async def choose(input_data: dict[str, Any], output_data: Any) -> Any:
         if not isinstance(output_data, dict) or not input_data.get("agent_id"):
             return None
@@ -75,7 +110,10 @@ def service() -> dict[str, Any]:
             router = await router_of(str(input_data["agent_id"]))
         except AosError:
             return None
-        chain = chain_of(str(output_data.get("model")), dict(output_data.get("params") or {}), router)
+        light = input_data.get("purpose") in LIGHT_PURPOSES or await is_light(input_data.get("session_id"))
+        chain = chain_of(
+            str(output_data.get("model")), dict(output_data.get("params") or {}), router, light=light
+        )
         tried = [f for f in input_data.get("failed") or [] if isinstance(f, dict)]
         if tried and tried[-1].get("kind") in NOT_THE_MODELS_FAULT:
             return {"model": tried[-1].get("model")}  # the request was at fault: no other model

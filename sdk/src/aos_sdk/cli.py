@@ -27,13 +27,21 @@ __all__ = ["command_parser", "invoke", "main", "parse_and_run", "run"]
 
 
 def invoke(skill: str, command: str, args: dict[str, Any] | None = None) -> Any:
-    """Invoke ``command`` of ``skill`` through ``$AOS_GATEWAY`` with ``$AOS_TOKEN``.
+    """Invoke ``command`` of ``skill`` through ``$AOS_GATEWAY`` with ``$AOS_TOKEN`` (an agent), or,
+    outside a dispatch, through ``$AOS_ADMIN_SOCKET`` (a person: the ``skill.command`` syscall).
 
     Raises:
         Unavailable: not inside a dispatch.
         AosError: the gateway or the service refused.
     """
     path, token = os.environ.get("AOS_GATEWAY"), os.environ.get("AOS_TOKEN")
+    admin = os.environ.get("AOS_ADMIN_SOCKET")
+    if (not path or not token) and admin:
+        # A person (``aos schedule ...`` sets this): the kernel's own socket, which agents'
+        # sandboxes never see; the command is told its caller is a person.
+        with SyncClient(admin, timeout=130) as c:
+            got = c.call("skill.command", {"skill": skill, "command": command, "args": args or {}})
+            return got["result"]
     if not path or not token:
         raise Unavailable("AOS_GATEWAY and AOS_TOKEN are not set: skill commands run inside an AOS dispatch")
     with SyncClient(path, headers={"X-AOS-Token": token}, timeout=130) as c:
@@ -54,15 +62,23 @@ def main(skill: str, argv: list[str] | None = None) -> None:
 def command_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Callable[..., Any]]:
     """An argparse parser with subcommands, ``--json`` accepted before or after the command.
 
-    Returns ``(parser, add)``; ``add(name, help=...)`` adds a subcommand's parser.
+    Returns ``(parser, add)``; ``add(name, help=...)`` adds a subcommand's parser
+    (``intermixed=True``: its positionals may come before and after its options, as in
+    ``add bob --every 5m "the message"``).
     """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     parser = argparse.ArgumentParser(prog=prog, description=description, parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], **kwargs)
+    subs: dict[str, argparse.ArgumentParser] = {}
+    parser.set_defaults(_aos_subs=subs)
+
+    def add(name: str, *, intermixed: bool = False, **kwargs: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], prog=f"{prog} {name}", **kwargs)
+        if intermixed:
+            subs[name] = sub
+        return sub
 
     return parser, add
 
@@ -71,7 +87,16 @@ def parse_and_run(skill: str, parser: argparse.ArgumentParser, name: str | None 
     """Parse ``sys.argv`` with a :func:`command_parser` parser and invoke the command it names
     with the other arguments (those left unset are not sent; ``--json`` is sent as ``as_json``,
     so the service may answer with data rather than text)."""
-    args = vars(parser.parse_args())
+    argv = sys.argv[1:]
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    subs = parser.get_default("_aos_subs") or {}
+    if at is not None and argv[at] in subs:
+        # argparse's subcommands cannot mix positionals and options: parse this one on its own.
+        args = vars(subs[argv[at]].parse_intermixed_args(argv[:at] + argv[at + 1 :]))
+        args["command"] = argv[at]
+    else:
+        args = vars(parser.parse_args(argv))
+    args.pop("_aos_subs", None)
     command, as_json = args.pop("command"), bool(args.pop("json", False))
     sent = {k: v for k, v in args.items() if v is not None}
     if as_json:

@@ -27,6 +27,7 @@ from .output import (
     fail,
     json_errors,
 )
+from .skill_clis import add_parsers as add_skill_clis
 from .skills import cmd_skills
 from .usage import cmd_usage
 
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--open", action="store_true", help="also open it in a browser, when there is one")
     x.add_argument("--wait", type=float, default=10, help="seconds to wait for the UI to start (default 10)")
     x.set_defaults(func=cmd_ui)
+
+    add_skill_clis(sub)
 
     c = sub.add_parser("call", parents=[common], help="call a syscall with JSON params (raw access)")
     c.add_argument("syscall", nargs="?", help="e.g. agent.list")

@@ -107,9 +107,16 @@ class RecordStore(StoreBase):
         )
 
     async def usage_report(
-        self, *, group_by: str, agent_id: str | None, session_id: str | None, since_days: int
+        self,
+        *,
+        group_by: str,
+        agent_id: str | None,
+        session_id: str | None,
+        since_days: int,
+        payer_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Tokens, cost and calls, from assistant facts (dispatch steps) plus compute calls."""
+        """Tokens, cost and calls, from assistant facts (dispatch steps) plus compute calls.
+        ``payer_id``: only what that agent pays for (a dispatch's ``payer``, else its agent)."""
         key = {
             "day": "to_char(date_trunc('day', ts), 'YYYY-MM-DD')",
             "agent": "coalesce(agent, '-')",
@@ -124,20 +131,23 @@ class RecordStore(StoreBase):
         if session_id is not None:
             filters.append("session_id = %s")
             params.append(session_id)
+        if payer_id is not None:
+            filters.append("payer = %s")
+            params.append(payer_id)
         sql = (
             "WITH calls AS ("
             " SELECT h.created_at AS ts, s.agent_id, h.session_id, a.name AS agent, h.session_id AS session,"
             "  coalesce(m.u->>'model', '?') AS model,"
             "  coalesce((m.u->>'prompt_tokens')::int, 0) AS prompt_tokens,"
             "  coalesce((m.u->>'completion_tokens')::int, 0) AS completion_tokens,"
-            "  (m.u->>'cost')::float8 AS cost"
+            "  (m.u->>'cost')::float8 AS cost, coalesce(m.u->>'payer', s.agent_id) AS payer"
             " FROM history h JOIN sessions s ON s.id = h.session_id JOIN agents a ON a.id = s.agent_id"
             # meta is json (read whole, written once): parsed once per row here, not per key.
             " CROSS JOIN LATERAL (SELECT h.meta::jsonb -> 'usage' AS u) m"
             " WHERE h.kind = 'message' AND h.role = 'assistant' AND m.u IS NOT NULL"
             " UNION ALL"
             " SELECT u.ts, u.agent_id, u.session_id, a.name, u.session_id, u.model, u.prompt_tokens,"
-            "  u.completion_tokens, u.cost"
+            "  u.completion_tokens, u.cost, u.agent_id"
             " FROM usage u LEFT JOIN agents a ON a.id = u.agent_id)"
             f" SELECT {key} AS key, count(*) AS calls, sum(prompt_tokens)::bigint AS prompt_tokens,"
             " sum(completion_tokens)::bigint AS completion_tokens, sum(cost) AS cost"

@@ -92,8 +92,11 @@ async def content_search(k: Kernel, ctx: CallContext, p: m.ContentSearch) -> m.C
 
 
 async def session_dispatch(k: Kernel, ctx: CallContext, p: m.SessionDispatch) -> m.DispatchStarted:
+    meta = p.meta
+    if p.payer is not None:
+        meta = {**(meta or {}), "payer": (await k.store.get_agent(p.payer))["id"]}
     return m.DispatchStarted.model_validate(
-        await k.dispatcher.start(p.session, p.message, p.meta, if_busy=p.if_busy)
+        await k.dispatcher.start(p.session, p.message, meta, if_busy=p.if_busy)
     )
 
 
@@ -135,6 +138,21 @@ async def compute_complete(k: Kernel, ctx: CallContext, p: m.ComputeComplete) ->
         params.update((agent["settings"] or {}).get("model_params") or {})
     params.update(p.params)
     model = p.model or (agent["model"] if agent else None) or str(k.config.data["model"])
+    if p.model is None and agent is not None:  # no model asked for: a router may choose one
+        choice = await k.hooks.transform(
+            "compute.model",
+            {
+                "agent_id": agent["id"],
+                "session_id": session["id"] if session else None,
+                "dispatch_id": None,
+                "purpose": p.purpose,
+                "failed": [],
+            },
+            {"model": model, "params": params},
+        )
+        if isinstance(choice, dict) and choice.get("model"):
+            model = str(choice["model"])
+            params = dict(choice.get("params") or params)
     try:
         reply = await complete(
             model=model, messages=p.messages, params=params, retries=k.config.limit("model_retries")
@@ -160,8 +178,13 @@ async def compute_complete(k: Kernel, ctx: CallContext, p: m.ComputeComplete) ->
 
 async def usage_get(k: Kernel, ctx: CallContext, p: m.UsageGet) -> m.UsageResult:
     agent_id = None if p.agent is None else (await k.store.get_agent(p.agent))["id"]
+    payer_id = None if p.payer is None else (await k.store.get_agent(p.payer))["id"]
     rows = await k.store.usage_report(
-        group_by=p.group_by, agent_id=agent_id, session_id=p.session, since_days=p.since_days
+        group_by=p.group_by,
+        agent_id=agent_id,
+        session_id=p.session,
+        since_days=p.since_days,
+        payer_id=payer_id,
     )
     out = [m.UsageRow.model_validate({**r, "key": str(r["key"])}) for r in rows]
     costs = [r.cost for r in out if r.cost is not None]

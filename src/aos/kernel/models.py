@@ -346,6 +346,11 @@ class SessionDispatch(Params):
     meta: dict[str, Any] | None = Field(
         default=None, description="stored in the message fact's meta (who sent it and why)"
     )
+    payer: str | None = Field(
+        default=None,
+        description="the agent whose budget pays for this dispatch's model calls (id or name; default"
+        " the session's agent): an agent woken by another is paid for by the chain's initiator",
+    )
     if_busy: Literal["steer", "queue", "refuse"] = Field(
         default="steer",
         description="while a dispatch runs: steer the message into it (read at its next step), queue"
@@ -444,6 +449,12 @@ class ComputeComplete(Params):
     agent: str | None = Field(default=None, description="account the usage to this agent")
     session: str | None = Field(default=None, description="account the usage to this session")
     params: dict[str, Any] = Field(default_factory=dict, description="extra litellm parameters")
+    purpose: str = Field(
+        default="compute",
+        max_length=100,
+        description="what the call is for (e.g. summary), told to compute.model: a router may pick a"
+        " cheaper model for it",
+    )
 
 
 class ComputeResult(Result):
@@ -455,6 +466,11 @@ class ComputeResult(Result):
 class UsageGet(Params):
     group_by: Literal["day", "agent", "session", "model"] = "day"
     agent: str | None = None
+    payer: str | None = Field(
+        default=None,
+        description="only calls charged to this agent (id or name): its own, unless another paid,"
+        " and those of dispatches it paid for",
+    )
     session: str | None = None
     since_days: int = Field(default=30, ge=1, le=3650)
 
@@ -545,3 +561,47 @@ class SkillReloadResult(Result):
     changed: list[str]
     revived: list[str] = Field(default_factory=list, description="quarantined services started again")
     count: int
+
+
+class SkillCommand(Params):
+    skill: str = Field(min_length=1)
+    command: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    agent: str | None = Field(
+        default=None,
+        description="the agent the person acts for (id or name); the command sees it as its caller",
+    )
+
+
+class SkillCommandResult(Result):
+    result: Any = Field(description="what the skill's command answered")
+
+
+# -- probes ------------------------------------------------------------------------------------
+
+
+class SandboxExec(Params):
+    agent: str = Field(min_length=1, description="agent id or name: its workspace, sandbox and skills")
+    session: str = Field(
+        min_length=1, description="the session the command is checked as (its skills, its guards)"
+    )
+    command: str = Field(min_length=1, max_length=100_000)
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="at most limits.bash_timeout_s (the default)"
+    )
+    purpose: str = Field(default="probe", max_length=200, description="told to the guards (tool.before)")
+
+
+class SandboxExecResult(Result):
+    outcome: Literal["ok", "error", "timeout", "rejected", "needs_approval"] = Field(
+        description="ok/error: it ran (exit 0 or not); timeout: killed; rejected/needs_approval: a guard"
+        " refused it or wanted a person to approve it, and it did not run"
+    )
+    exit_code: int | None
+    output: str = Field(description="stdout and stderr, capped (head and tail), secret values scrubbed")
+    size: int = 0
+    truncated: bool = False
+    duration_ms: float = 0.0
+    sandbox: Literal["bwrap", "off"] = "off"
+    command: str = Field(description="what ran (a guard may have rewritten it)")
+    reason: str | None = Field(default=None, description="why a guard refused it")

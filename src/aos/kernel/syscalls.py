@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 from aos_sdk.errors import PermissionDenied
 
 from . import models as m
+from .calls_exec import sandbox_exec, skill_command
 from .calls_records import (
     agent_archive,
     agent_create,
@@ -226,6 +227,23 @@ def _entries() -> list[Syscall]:
             m.SkillReloadResult,
             skill_reload,
             "re-scan the skill roots; with a skill, also start its quarantined service again",
+        ),
+        Syscall(
+            "skill.command",
+            c,
+            m.SkillCommand,
+            m.SkillCommandResult,
+            skill_command,
+            "a person invokes a skill's command (as an agent's CLI does), for an agent or none",
+            frozenset({"admin"}),
+        ),
+        Syscall(
+            "sandbox.exec",
+            c,
+            m.SandboxExec,
+            m.SandboxExecResult,
+            sandbox_exec,
+            "run a command in an agent's sandbox without a model (a probe), through its guards",
         ),
     ]
 

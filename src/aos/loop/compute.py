@@ -25,8 +25,11 @@ __all__ = ["MAX_FAILOVERS", "call_model"]
 MAX_FAILOVERS = 4
 
 
-async def call_model(unit: ReActUnit, messages: list[dict[str, Any]]) -> tuple[ModelReply, str]:
-    """The step's reply, and the model id it was asked of."""
+async def call_model(
+    unit: ReActUnit, messages: list[dict[str, Any]]
+) -> tuple[ModelReply, str, list[dict[str, Any]]]:
+    """The step's reply, the model id it was asked of, and the models that failed before it
+    (``model``, ``kind``, ``status``; empty without a failover)."""
     spec, hooks = unit.spec, unit.dispatcher.hooks
     failed: list[str] = []
     tried: list[dict[str, Any]] = []  # what compute.model is told: each failed model and why
@@ -68,7 +71,7 @@ async def call_model(unit: ReActUnit, messages: list[dict[str, Any]]) -> tuple[M
                     on_text=unit.live_text(),
                 )
             )
-            return reply, model
+            return reply, model, tried
         except ModelError as exc:
             hooks.event(
                 "compute.failed",

@@ -100,11 +100,15 @@ class ReActUnit:
 
     @property
     def ids(self) -> dict[str, Any]:
-        return {
+        ids = {
             "agent_id": self.spec.agent["id"],
             "session_id": self.spec.session_id,
             "dispatch_id": self.spec.dispatch_id,
         }
+        payer = self.spec.input_meta.get("payer") if self.spec.input_meta else None
+        if payer:  # another agent's budget pays for this dispatch (a woken chain's initiator)
+            ids["payer"] = payer
+        return ids
 
     async def append(self, kind: str, role: str | None, body: Any, meta: dict[str, Any] | None = None) -> int:
         """Append a fact durably, in order (see :class:`~aos.loop.journal.Journal`)."""
@@ -219,8 +223,11 @@ class ReActUnit:
     async def step(self) -> bool:
         """One model call and its tool calls; True when the model gave its final answer."""
         messages = await self.assemble()
-        reply, requested = await call_model(self, messages)
+        reply, requested, failed = await call_model(self, messages)
         usage = reply.usage()
+        payer = self.spec.input_meta.get("payer") if self.spec.input_meta else None
+        if payer:
+            usage["payer"] = payer
         if debug_enabled():
             log.debug(
                 "model.call",
@@ -240,6 +247,8 @@ class ReActUnit:
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
         }
         meta = {"step": self.spec.steps, "usage": usage, "finish_reason": reply.finish_reason}
+        if failed:  # the models that failed before this one answered: failover, kept in history
+            meta["failed_over"] = failed
         self.dispatcher.hooks.event(
             "compute.after",
             {
