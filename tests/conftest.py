@@ -71,7 +71,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # The built-in guard would hold some test commands for approval, and services nobody uses
     # cost every test a process: their own tests turn them on (kernel param "enable").
     (d / "aoscb.json").write_text(
-        '{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a", "aos-frontend", "aos-budget", "aos-router"]}}'
+        '{"skills": {"disabled": ["aos-guard", "aos-skill", "aos-a2a", "aos-frontend", "aos-budget", "aos-router", "aos-schedule"]}}'
     )
     yield d
     shutil.rmtree(d, ignore_errors=True)
