@@ -79,7 +79,8 @@ async def test_a_failing_model_moves_to_the_fallback_rests_and_comes_back(
     assert facts[-1]["body"]["status"] == "done" and len(primary.requests) == 2
     shown = next(f for f in facts if f["kind"] == "tool.result")["body"]["output"]
     assert (
-        "openai/primary: resting" in shown and "1 failures in a row; last error InternalServerError" in shown
+        "openai/primary: resting" in shown
+        and "1 failures in a row; last error InternalServerError (500) after " in shown
     )
     # Its rest over, the primary is tried first again, and a success ends its failures.
     await asyncio.sleep(REST_S)  # the rest runs out: here time passing is the scenario itself

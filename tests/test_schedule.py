@@ -315,3 +315,13 @@ def test_bad_definitions_are_refused_with_the_fix(world: World, model: ScriptedM
     r = run_aos("schedule", "add", "nobody", "--every", "1h", "hello", env=w.env)
     assert r.returncode == 1 and "nobody" in r.stderr
     assert w.cmd("list") == []
+
+
+def test_the_schedule_cli_explains_itself_without_the_daemon(home: Path, daemon_env: dict[str, str]) -> None:
+    r = run_aos("schedule", "--help", env=daemon_env)
+    assert r.returncode == 0 and "run-now" in r.stdout and "exit 0: nothing to do" in r.stdout
+    r = run_aos("schedule", "add", "--help", env=daemon_env)
+    assert r.returncode == 0 and "--max-cost-day" in r.stdout
+    for words in (["alerts"], ["models"], ["schedule", "list"]):
+        r = run_aos(*words, env=daemon_env)
+        assert r.returncode == 3 and "is the daemon running?" in r.stderr, (words, r.stderr)

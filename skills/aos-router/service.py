@@ -150,7 +150,11 @@ def service() -> dict[str, Any]:
         h = _health.setdefault(model, Health())
         h.failures += 1
         h.until = time.monotonic() + steps[min(h.failures, len(steps)) - 1]
-        h.last_error = kind
+        latency = input_data.get("latency_ms")
+        status = input_data.get("status")
+        h.last_error = (
+            kind + (f" ({status})" if status else "") + (f" after {latency:.0f} ms" if latency else "")
+        )
 
     async def answered(input_data: dict[str, Any], output_data: Any) -> None:
         h = _health.get(str(input_data.get("requested")))

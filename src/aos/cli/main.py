@@ -10,6 +10,7 @@ Exit codes: 0 success; 1 the daemon answered with an error; 2 bad usage or confi
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from aos_sdk.errors import AosError, Unavailable
@@ -27,6 +28,7 @@ from .output import (
     fail,
     json_errors,
 )
+from .skill_clis import SKILL_CLIS, cmd_skill_cli
 from .skill_clis import add_parsers as add_skill_clis
 from .skills import cmd_skills
 from .usage import cmd_usage
@@ -242,7 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in SKILL_CLIS:  # everything after the word is the skill CLI's own
+        args = argparse.Namespace(
+            func=cmd_skill_cli, skill_cli=words[0], rest=words[1:], json="--json" in words
+        )
+    else:
+        args = build_parser().parse_args(words)
     json_errors(bool(getattr(args, "json", False)))
     paths = Paths.from_env()
     load_dotenv(paths)

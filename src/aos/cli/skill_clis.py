@@ -13,12 +13,10 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from aos_sdk.errors import NotFound
 
 from ..config import Paths
-from .output import rpc
 
 #: ``aos <word>`` -> (skill, the program in its bin/, words put before the person's).
 SKILL_CLIS: dict[str, tuple[str, str, list[str], str]] = {
@@ -48,15 +46,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_skill_cli(args: argparse.Namespace, paths: Paths) -> int:
     skill, program, before, _ = SKILL_CLIS[args.skill_cli]
-    try:
-        info = rpc(paths, "skill.get", {"skill": skill})
-    except NotFound:
+    # Found in the skill roots, not asked of the daemon: `--help` works while it is down.
+    from ..config import load_config
+    from ..skills.index import skill_roots
+
+    found = [r / skill / "bin" / program for r in skill_roots(load_config(paths), paths)]
+    exe = next((p for p in found if p.is_file()), None)
+    if exe is None:
         raise NotFound(
-            f"the skill {skill!r} is not installed (no folder {skill}/ in a skill root)", skill=skill
-        ) from None
-    exe = Path(info["path"]) / "bin" / program
-    if not exe.is_file():
-        raise NotFound(f"the skill {skill!r} has no program bin/{program}", skill=skill)
+            f"the skill {skill!r} is not installed: no {skill}/bin/{program} in the skill roots", skill=skill
+        )
     env = {**os.environ, "AOS_ADMIN_SOCKET": str(paths.kernel_sock)}
     env.pop("AOS_TOKEN", None)  # a person's terminal inside a dispatch's is still a person's
     env.pop("AOS_GATEWAY", None)

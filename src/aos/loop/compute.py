@@ -10,6 +10,7 @@ already failed (at most :data:`MAX_FAILOVERS` more), the dispatch stops with the
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.hooks import Ask, Reject
@@ -57,6 +58,7 @@ async def call_model(
                 "refused", f"compute.before refused by {request.skill}: {request.reason}", skill=request.skill
             )
         model = str(request.get("model", model))
+        t0 = time.perf_counter()
         try:
             reply = await unit.until_interrupted(
                 complete(
@@ -81,6 +83,7 @@ async def call_model(
                     "kind": exc.kind,
                     "status": exc.status,
                     "attempts": exc.attempts,
+                    "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
                 },
             )
             failed.append(model)
