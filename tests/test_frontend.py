@@ -273,6 +273,17 @@ async def test_mission_control_shows_who_works_on_what_and_their_messages(
     await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(busy), 30)
     after = {a["name"]: a for a in (await client.get("/api/overview")).json()["agents"]}
     assert after["ada"]["state"] == "idle" and after["ada"]["calls_today"] == 2
+    # A schedule's warning shows too (as aos-schedule writes it, in the schedule's log session).
+    log = await rpc.call("session.create", {"agent": "ada", "settings": {"aos_schedule_log": "sch_1"}})
+    alert = {
+        "schedule": "sch_1",
+        "agent": "ada",
+        "level": "warn",
+        "summary": "disk at 91%",
+        "at": "2026-03-02T10:00:00+00:00",
+    }
+    await rpc.call("session.append", {"session": log["id"], "kind": "schedule.alert", "body": alert})
+    assert (await client.get("/api/overview")).json()["alerts"] == [{**alert, "woke": None}]
 
 
 async def test_agents_skills_usage_and_the_log_through_the_api(

@@ -197,6 +197,26 @@ async def test_mission_control_shows_every_agent_and_their_messages(
         "<img src=x onerror=window.__pwned=1> status?"
     )
     assert await page.evaluate("window.__pwned") is None
+    # A schedule's alert, as aos-schedule writes it in the schedule's log session.
+    log = await rpc.call(
+        "session.create", {"agent": agents[0]["id"], "settings": {"aos_schedule_log": "sch_1"}}
+    )
+    alert = {
+        "schedule": "sch_1",
+        "agent": "ada",
+        "level": "alert",
+        "summary": "<b>disk</b> full",
+        "woke": {"agent": "ops"},
+    }
+    await rpc.call(
+        "session.append",
+        {"session": log["id"], "kind": "schedule.alert", "body": {**alert, "at": "2026-03-02T10:00:00Z"}},
+    )
+    await page.get_by_role("button", name="Mission control").click()  # refreshed by hand, not in 2 s
+    first = page.locator("#alerts-feed li").first
+    await expect(first).to_contain_text("ALERT ada")
+    await expect(first).to_contain_text("sch_1 (woke ops)")
+    await expect(first).to_contain_text("<b>disk</b> full")
     await rpc.call(
         "session.interrupt", {"session": (await rpc.call("session.list", {}))["sessions"][-1]["id"]}
     )

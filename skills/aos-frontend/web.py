@@ -443,7 +443,7 @@ class UI:
 
     async def overview(self, request: Request) -> Response:
         """Mission control: every agent's state (working, waiting for approval, idle), what it
-        runs now, today's cost, and the newest agent-to-agent messages."""
+        runs now, today's cost, the newest agent-to-agent messages, and schedules' alerts."""
         if not self._authorized(request):
             return JSONResponse({"error": "sign in with the link `aos ui` prints"}, status_code=401)
         try:
@@ -501,6 +501,23 @@ class UI:
                     }
                 )
         messages.sort(key=lambda m: m["at"], reverse=True)
+        # Warnings and alerts of aos-schedule's runs, from each schedule's log session.
+        logs = [s for s in sessions if (s.get("settings") or {}).get("aos_schedule_log")]
+        alerts = []
+        for facts in await asyncio.gather(*(tail(s, 0, ["schedule.alert"]) for s in logs)):
+            for f in facts[-20:]:
+                b = f["body"]
+                alerts.append(
+                    {
+                        "at": b.get("at") or f["created_at"],
+                        "level": b.get("level"),
+                        "agent": b.get("agent"),
+                        "schedule": b.get("schedule"),
+                        "summary": b.get("summary"),
+                        "woke": (b.get("woke") or {}).get("agent"),
+                    }
+                )
+        alerts.sort(key=lambda a: str(a["at"]), reverse=True)
         out = []
         for a in agents:
             current = now.get(a["id"])
@@ -519,7 +536,7 @@ class UI:
                     "calls_today": used.get("calls", 0),
                 }
             )
-        return {"agents": out, "messages": messages[:30]}
+        return {"agents": out, "messages": messages[:30], "alerts": alerts[:20]}
 
     async def events(self, request: Request) -> Response:
         """Server-sent events for the whole page: ``approval`` when one is asked for or answered,

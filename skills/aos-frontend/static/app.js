@@ -322,6 +322,12 @@ async function refreshMission() {
       el("strong", { text: `${m.from} → ${[].concat(m.to || []).join(", ")}` }),
       el("span", { class: "usage", text: m.mode ? ` (${m.mode})` : "" }),
       el("div", { text: m.text || "" }))));
+  $("alerts-feed").replaceChildren(...(data.alerts.length ? data.alerts.map((a) =>
+    el("li", { class: a.level },
+      el("span", { class: "usage", text: `${new Date(a.at).toLocaleString()} ` }),
+      el("strong", { text: `${String(a.level).toUpperCase()} ${a.agent}` }),
+      el("span", { class: "usage", text: ` ${a.schedule}${a.woke ? ` (woke ${a.woke})` : ""}` }),
+      el("div", { text: a.summary || "" }))) : [el("li", { text: "No warnings or alerts." })]));
 }
 
 // -- agents ---------------------------------------------------------------------------------------
