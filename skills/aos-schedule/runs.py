@@ -172,15 +172,16 @@ async def log(s: Sched, kind: str, body: dict[str, Any], key: str) -> None:
     )
 
 
+async def log_tail(s: Sched, kinds: list[str], facts: int) -> list[dict[str, Any]]:
+    """The facts of ``kinds`` among the last ``facts`` facts of the schedule's log."""
+    last_seq = int((await kernel().call("session.get", {"session": s.d["log"]}))["last_seq"])
+    params = {"session": s.d["log"], "after_seq": max(0, last_seq - facts), "limit": 10000, "kinds": kinds}
+    return list((await kernel().call("history.list", params))["facts"])
+
+
 async def read_log(s: Sched) -> None:
     """Pick up from the log's tail: the last settled run and any run left unfinished."""
-    last_seq = int((await kernel().call("session.get", {"session": s.d["log"]}))["last_seq"])
-    facts = (
-        await kernel().call(
-            "history.list",
-            {"session": s.d["log"], "after_seq": max(0, last_seq - 300), "limit": 1000, "kinds": LOG_KINDS},
-        )
-    )["facts"]
+    facts = await log_tail(s, LOG_KINDS, 300)
     open_runs: dict[str, dict[str, Any]] = {}
     for f in facts:
         b = f["body"]
@@ -527,7 +528,7 @@ async def ended(dispatch_id: str, status: str, reply: str | None, usage: dict[st
     probe = s.running.get("probe")
     attempt = int(s.running.get("attempt") or 1)
     if status in ("interrupted", "crashed") and attempt < MAX_ATTEMPTS:
-        cause = await interrupt_cause(str(s.running.get("session")), dispatch_id)
+        cause = await last_said(str(s.running.get("session")), dispatch_id, "interrupt", "cause")
         if cause in ("shutdown", "crash"):  # not the run's fault: it runs again
             missed = int(s.running.get("missed") or 0)
             s.running = {"due": due.isoformat()}
@@ -551,7 +552,7 @@ async def ended(dispatch_id: str, status: str, reply: str | None, usage: dict[st
             extra=extra,
         )
         return
-    error = await error_of(str(s.running.get("session")), dispatch_id)
+    error = await last_said(str(s.running.get("session")), dispatch_id, "error", "message") or ""
     summary = f"the run ended {status}" + (f": {error}" if error else "")
     await settle(
         s,
@@ -569,27 +570,16 @@ async def ended(dispatch_id: str, status: str, reply: str | None, usage: dict[st
         await pause(s, f"the model call was refused ({error or 'by a gate'})", until=until)
 
 
-async def error_of(session: str, dispatch_id: str) -> str:
-    """What the ``error`` fact of an ended dispatch says (a budget's refusal, a failed model)."""
+async def last_said(session: str, dispatch_id: str, kind: str, key: str) -> str | None:
+    """``body[key]`` of the newest ``kind`` fact of a dispatch in ``session``: what its ``error``
+    fact says (a budget's refusal), or why it was interrupted (``user``, ``shutdown``, ``crash``)."""
     with contextlib.suppress(AosError):
-        facts = (
-            await kernel().call("history.list", {"session": session, "limit": 10000, "kinds": ["error"]})
-        )["facts"]
+        facts = (await kernel().call("history.list", {"session": session, "limit": 10000, "kinds": [kind]}))[
+            "facts"
+        ]
         for f in reversed(facts):
             if (f.get("meta") or {}).get("dispatch_id") in (None, dispatch_id):
-                return str((f.get("body") or {}).get("message") or "")
-    return ""
-
-
-async def interrupt_cause(session: str, dispatch_id: str) -> str | None:
-    """Why a dispatch was interrupted: ``user``, ``shutdown`` (the daemon stopped) or ``crash``."""
-    with contextlib.suppress(AosError):
-        facts = (
-            await kernel().call("history.list", {"session": session, "limit": 10000, "kinds": ["interrupt"]})
-        )["facts"]
-        for f in reversed(facts):
-            if (f.get("meta") or {}).get("dispatch_id") in (None, dispatch_id):
-                return str((f.get("body") or {}).get("cause"))
+                return str((f.get("body") or {}).get(key) or "")
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import runs
 from plan import LEVELS, PlanError, When, backoff_skip, check_cron, day_of, parse_every, parse_quiet, zone
-from runs import Sched, clock, ended, fire, load, pause, poke, resume, save, spawn
+from runs import Sched, clock, ended, fire, load, log_tail, pause, poke, resume, save, spawn
 
 from aos_sdk import define_service
 from aos_sdk.errors import Conflict, InvalidParams, NotFound, PermissionDenied
@@ -189,20 +189,9 @@ def service() -> dict[str, Any]:
         """One schedule, and its last runs."""
         s = await mine(str(args.get("id")), caller)
         r = row(s, clock.now())
-        last_seq = int((await kernel().call("session.get", {"session": s.d["log"]}))["last_seq"])
-        runs = (
-            await kernel().call(
-                "history.list",
-                {
-                    "session": s.d["log"],
-                    "after_seq": max(0, last_seq - 200),
-                    "limit": 1000,
-                    "kinds": ["schedule.done"],
-                },
-            )
-        )["facts"][-int(args.get("runs") or 10) :]
+        done = (await log_tail(s, ["schedule.done"], 200))[-int(args.get("runs") or 10) :]
         r["runs"] = [
-            {k: f["body"].get(k) for k in ("at", "kind", "level", "summary", "cost", "session")} for f in runs
+            {k: f["body"].get(k) for k in ("at", "kind", "level", "summary", "cost", "session")} for f in done
         ]
         if args.get("as_json"):
             return r
@@ -255,18 +244,7 @@ def service() -> dict[str, Any]:
         for s in _scheds.values():
             if only is not None and s.agent_id != only:
                 continue
-            last_seq = int((await kernel().call("session.get", {"session": s.d["log"]}))["last_seq"])
-            facts = (
-                await kernel().call(
-                    "history.list",
-                    {
-                        "session": s.d["log"],
-                        "after_seq": max(0, last_seq - 2000),
-                        "limit": 10000,
-                        "kinds": ["schedule.alert"],
-                    },
-                )
-            )["facts"]
+            facts = await log_tail(s, ["schedule.alert"], 2000)
             found += [{**f["body"], "log": s.d["log"]} for f in facts]
         wanted = set(LEVELS[1:]) if not args.get("level") else {str(args["level"])}
         found = [a for a in found if a.get("level") in wanted]
