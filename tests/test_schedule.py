@@ -175,7 +175,20 @@ def test_quiet_hours_defer_a_run_and_downtime_is_caught_up_by_one_run(
     w = world
     w.agent(model, "night")
     w.set(T0.replace(hour=20))
-    s = aos(w, "schedule", "add", "night", "--every", "1h", "--quiet", "22:00-07:00", "Tidy up", "--json")
+    s = aos(
+        w,
+        "schedule",
+        "add",
+        "night",
+        "--every",
+        "1h",
+        "--quiet",
+        "22:00-07:00",
+        "--session",
+        "keep",
+        "Tidy up",
+        "--json",
+    )
     model.add({"text": "OK: tidy"})
     w.tick(T0.replace(hour=21))
     assert w.wait_runs(s, 1)[0]["level"] == "ok"
@@ -193,6 +206,7 @@ def test_quiet_hours_defer_a_run_and_downtime_is_caught_up_by_one_run(
     assert (
         runs[1]["level"] == "warn" and runs[1]["due"] == (T0 + timedelta(days=1)).replace(hour=12).isoformat()
     )
+    assert runs[0]["session"] == runs[1]["session"], "--session keep: one session for every run"
     fired = [f["body"] for f in w.log(s, "schedule.fired")]
     assert fired[-1]["missed"] == 5  # 07:00 to 11:00 stood for by the 12:00 run
     assert "5 earlier runs were missed" in model.requests[-1]["messages"][-1]["content"]
@@ -325,3 +339,19 @@ def test_the_schedule_cli_explains_itself_without_the_daemon(home: Path, daemon_
     for words in (["alerts"], ["models"], ["schedule", "list"]):
         r = run_aos(*words, env=daemon_env)
         assert r.returncode == 3 and "is the daemon running?" in r.stderr, (words, r.stderr)
+
+
+def test_a_cron_schedule_runs_on_weekdays_only(world: World, model: ScriptedModel) -> None:
+    w = world
+    w.agent(model, "daily")
+    friday = T0 + timedelta(days=4)  # 08:00
+    w.set(friday)
+    s = aos(w, "schedule", "add", "daily", "--cron", "0 9 * * 1-5", "Morning report", "--json")
+    assert s["when"] == "cron '0 9 * * 1-5'" and s["next"] == friday.replace(hour=9).isoformat()
+    model.add({"text": "OK: report sent"}, {"text": "OK: monday's report"})
+    w.tick(friday.replace(hour=9, minute=1))
+    assert w.wait_runs(s, 1)[0]["level"] == "ok"
+    w.tick(friday + timedelta(days=1, hours=2))  # Saturday 10:00: nothing
+    (row,) = w.cmd("list")
+    assert row["next"] == (friday + timedelta(days=3)).replace(hour=9).isoformat()
+    assert len(w.runs(s)) == 1

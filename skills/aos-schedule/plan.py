@@ -20,7 +20,7 @@ MAX_BACKOFF = 16
 #: The levels of a run's result, mildest first.
 LEVELS = ("ok", "warn", "alert")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_TAG = re.compile(r"^\W*(OK|WARN|WARNING|ALERT)\b[:.\s-]*", re.IGNORECASE)
+_TAG = re.compile(r"^\W*(OK|WARN|WARNING|ALERT)\b[*_:.\s-]*", re.IGNORECASE)
 
 
 class PlanError(ValueError):
