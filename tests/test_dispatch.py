@@ -669,6 +669,58 @@ async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
     assert await k.dispatcher.recover() == []
 
 
+async def test_a_registered_kernel_is_dead_when_its_heartbeat_is_old_not_when_its_lease_is(
+    rpc: RpcConnection, kernel: Any, sid: str
+) -> None:
+    """Kernels that registered are judged by their heartbeat (migration 0007), on any host."""
+    store, k = kernel.store, kernel.kernel
+    session = await store.get_session(sid)
+    row = {
+        "host": "elsewhere",
+        "boot_id": "b",
+        "pid": 1,
+        "pid_ns": None,
+        "version": "0",
+        "ttl_s": 5,
+    }
+    await store.register_kernel({**row, "id": "k_alive", "home": "/a"})
+    # A later kernel of the same home on the same machine ends the earlier one at once.
+    await store.register_kernel({**row, "id": "k_old", "home": "/d"})
+    assert await store.register_kernel({**row, "id": "k_dead", "home": "/d"}) == ["k_old"]
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE kernels SET heartbeat_at = now() - interval '6 seconds' WHERE id = 'k_dead'"
+        )
+        # The live kernel's lease has run out (its renewal is late): it is still its own.
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = 'k_alive/di_a', lease_epoch = 5,"
+            " lease_until = now() - interval '1 second', phase = 'dispatched' WHERE id = %s",
+            (sid,),
+        )
+    assert await k.dispatcher.recover() == []
+    # The dead one's lease has time left, but its heartbeat is older than its ttl: taken over.
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = 'k_dead/di_d', lease_until = now() + interval '1 minute'"
+            " WHERE id = %s",
+            (sid,),
+        )
+    await store.create_dispatch(
+        dispatch_id="di_d",
+        session_id=sid,
+        agent_id=session["agent_id"],
+        epoch=5,
+        owner="k_dead/di_d",
+        model="m",
+    )
+    assert await k.dispatcher.recover() == ["di_d"]
+    d = await call(rpc, "dispatch.get", {"dispatch": "di_d"})
+    assert d["status"] == "crashed" and d["kernel_id"] == "k_dead" and d["owner"] == "k_dead/di_d"
+    assert d["recovered_by"] == f"{k.id}/di_d"
+    states = {x["id"]: x["state"] for x in (await call(rpc, "system.status"))["kernels"]}
+    assert states["k_dead"] == "dead" and states["k_alive"] == "alive" and states[k.id] == "alive"
+
+
 async def test_a_dispatch_sent_the_moment_the_previous_one_ends_is_not_refused(
     rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
 ) -> None:

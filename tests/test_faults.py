@@ -236,8 +236,14 @@ async def test_a_message_whose_dispatch_never_started_is_answered_after_a_crash(
 
     sid = await scripted_session(rpc, model.url)
     store = kernel.store
-    # What the dead daemon (a pid that does not exist) got done: the lease, then the input.
-    leased = await store.claim_lease(sid, f"{kernel.kernel.dispatcher.host}:999999:dead/di_unstarted", 30)
+    # What a dead daemon (a kernel whose heartbeat stopped) got done: the lease, then the input.
+    row = {"host": "h", "boot_id": "b", "pid": 9, "pid_ns": None, "home": "/x", "version": "0", "ttl_s": 1}
+    await store.register_kernel({**row, "id": "k_gone"})
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE kernels SET heartbeat_at = now() - interval '2 seconds' WHERE id = 'k_gone'"
+        )
+    leased = await store.claim_lease(sid, "k_gone/di_unstarted", 30)
     await store.append(
         sid,
         epoch=int(leased["lease_epoch"]),

@@ -18,6 +18,15 @@ async def make_session(rpc: RpcConnection, agent: str = "alice") -> str:
     return str((await call(rpc, "session.create", {"agent": agent}))["id"])
 
 
+async def test_system_stop_is_refused_where_the_kernel_is_not_the_daemons(rpc: RpcConnection) -> None:
+    """An embedded kernel (a test, a host program) is stopped by its host, not by a client."""
+    from aos_sdk.errors import Unavailable
+
+    with pytest.raises(Unavailable, match="runs inside another program"):
+        await call(rpc, "system.stop")
+    assert (await call(rpc, "system.ping", {"payload": "still here"}))["payload"] == "still here"
+
+
 async def test_system_status_and_config(rpc: RpcConnection, pg: Any) -> None:
     st = await call(rpc, "system.status")
     assert st["database"]["fsync"] == "on"

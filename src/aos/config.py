@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "bash_timeout_s": 120,
         "output_cap_bytes": 65536,
         "lease_ttl_s": 30,
+        "recovery_scan_s": 1,
         "max_frame_bytes": 16 * 1024 * 1024,
         "max_in_flight": 64,
         "keepalive_s": 20,

@@ -7,7 +7,15 @@ import os
 from pathlib import Path
 from typing import IO
 
-__all__ = ["DaemonError", "PidLock"]
+__all__ = ["DaemonError", "PidLock", "pid_namespace"]
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[4026531836]``): pids mean something only inside one."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 class DaemonError(RuntimeError):
@@ -42,7 +50,9 @@ class PidLock:
             raise DaemonError(f"aos is already running (pid {pid})") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{os.getpid()}\n")
+        # The pid, and the PID namespace it is a pid in: a daemon started in a namespace of its
+        # own has pid 1 or 2 there, which means another process outside (`aos stop` checks).
+        fh.write(f"{os.getpid()}\n{pid_namespace() or ''}\n")
         fh.flush()
         self._fh = fh
 
@@ -56,6 +66,13 @@ class PidLock:
     @staticmethod
     def holder(path: Path) -> int | None:
         """The pid of the running daemon, or None when no daemon holds the lock."""
+        got = PidLock.record(path)
+        return None if got is None else got[0]
+
+    @staticmethod
+    def record(path: Path) -> tuple[int, str | None] | None:
+        """The running daemon's pid (-1: unreadable) and PID namespace, or None when no daemon
+        holds the lock."""
         try:
             fh = open(path)  # noqa: SIM115
         except FileNotFoundError:
@@ -64,7 +81,23 @@ class PidLock:
             try:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                text = fh.read().strip()
-                return int(text) if text.isdigit() else -1
+                lines = fh.read().split("\n")
+                pid = int(lines[0]) if lines[0].strip().isdigit() else -1
+                return pid, (lines[1].strip() or None) if len(lines) > 1 else None
             fcntl.flock(fh, fcntl.LOCK_UN)
             return None
+
+    @staticmethod
+    def wait_released(path: Path, timeout: float) -> bool:
+        """Wait until no daemon holds the lock (it has exited); False on timeout."""
+        import threading
+
+        done = threading.Event()
+
+        def wait() -> None:
+            with open(path) as fh:
+                fcntl.flock(fh, fcntl.LOCK_SH)  # blocks until the daemon's exclusive lock is gone
+                done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)

@@ -123,11 +123,23 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
     import select
     import signal
 
-    from ..pidlock import PidLock
+    from ..pidlock import PidLock, pid_namespace
 
-    pid = PidLock.holder(paths.pidfile)
-    if pid is None:
+    got = PidLock.record(paths.pidfile)
+    if got is None:
         say(args, {"running": False, "stopped": False}, "aos is not running")
+        return EXIT_OK
+    pid, ns = got
+    if ns is not None and ns != pid_namespace():
+        # Its pid is one of another PID namespace (a container's): it means another process
+        # here, so it is asked over its socket, and the lock says when it has gone.
+        t0 = time.monotonic()
+        rpc(paths, "system.stop")
+        if not PidLock.wait_released(paths.pidfile, args.timeout):
+            fail(f"the daemon (pid {pid} in {ns}) did not stop within {args.timeout:.0f} s")
+            return EXIT_ERROR
+        took = round(time.monotonic() - t0, 1)
+        say(args, {"stopped": True, "pid": pid, "pid_ns": ns, "seconds": took}, f"aos stopped ({took} s)")
         return EXIT_OK
     if pid <= 0:
         fail(f"a daemon holds {paths.pidfile} but its pid is unreadable")
@@ -235,6 +247,15 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         f"  counts     {c['agents']} agents, {c['sessions']} sessions, {c['facts']} facts, "
         f"{c['connections']} connections, {c['subscriptions']} subscriptions"
     )
+    kernels = st.get("kernels") or []
+    if len(kernels) > 1 or any(k["id"] != st.get("kernel_id") for k in kernels):
+        echo("  kernels    sharing this database:")
+        for k in kernels:
+            me = "  (this one)" if k["id"] == st.get("kernel_id") else ""
+            age = f"heartbeat {k['heartbeat_age_s']:.1f} s ago" if k["state"] != "stopped" else "stopped"
+            echo(f"    {k['id']}  {k['state']:<7} {k['host']} pid {k['pid']}  {k['home']}  {age}{me}")
+    else:
+        echo(f"  kernel     {st.get('kernel_id')} (the only one on this database)")
     return EXIT_OK
 
 

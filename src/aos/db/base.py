@@ -172,7 +172,8 @@ _SESSION_COLS = (
     "lease_until, last_seq, revision, created_at, updated_at"
 )
 _DISPATCH_COLS = (
-    "id, session_id, agent_id, epoch, owner, status, model, steps, error, input_seq, started_at, ended_at"
+    "id, session_id, agent_id, epoch, owner, status, model, steps, error, input_seq, started_at, ended_at,"
+    " kernel_id, recovered_by"
 )
 #: The epoch of an inbound fact (see migration 0003): stamped with the current one, lease or not.
 INBOUND = -1
@@ -198,10 +199,10 @@ _APPEND_BATCH_SQL = (
     " RETURNING session_id, idempotency_key, seq, epoch, created_at"
 )
 _LOG_SQL = (
-    "INSERT INTO runtime_log (ts, actor, op, args, outcome, error, result, duration_ms)"
-    " SELECT to_timestamp(x.ts), x.actor, x.op, x.args, x.outcome, x.error, x.result, x.duration_ms"
-    " FROM jsonb_to_recordset(%s) AS x(ts float8, actor text, op text, args jsonb, outcome text,"
-    " error jsonb, result jsonb, duration_ms real)"
+    "INSERT INTO runtime_log (ts, actor, op, args, outcome, error, result, duration_ms, kernel_id)"
+    " SELECT to_timestamp(x.ts), x.actor, x.op, x.args, x.outcome, x.error, x.result, x.duration_ms,"
+    " x.kernel_id FROM jsonb_to_recordset(%s) AS x(ts float8, actor text, op text, args jsonb, outcome text,"
+    " error jsonb, result jsonb, duration_ms real, kernel_id text)"
 )
 _CLAIM_SQL = (
     f"UPDATE sessions SET lease_owner = %s, lease_epoch = lease_epoch + 1,"

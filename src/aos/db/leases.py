@@ -169,9 +169,65 @@ class LeaseStore(StoreBase):
         return row is not None
 
     async def leased_sessions(self) -> list[dict[str, Any]]:
-        """Sessions whose lease is held, with whether it has expired."""
+        """Sessions whose lease is held, with whether it has expired and whether the kernel that
+        holds it lives (``kernel_alive``: its heartbeat is within its ttl; null: an owner that
+        is no registered kernel, from before kernels registered)."""
+        cols = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLS.split(","))
         return await self._all(
-            f"SELECT {_SESSION_COLS}, lease_until < now() AS expired FROM sessions WHERE lease_owner IS NOT NULL"
+            f"SELECT {cols}, s.lease_until < now() AS expired,"
+            " CASE WHEN k.id IS NULL THEN NULL"
+            "  ELSE k.stopped_at IS NULL AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s) END"
+            "  AS kernel_alive"
+            " FROM sessions s LEFT JOIN kernels k ON k.id = split_part(s.lease_owner, '/', 1)"
+            " WHERE s.lease_owner IS NOT NULL"
+        )
+
+    # -- kernels -------------------------------------------------------------------------------
+
+    async def register_kernel(self, row: dict[str, Any]) -> list[str]:
+        """A kernel starts: its row, with a first heartbeat. Earlier kernels of the same home on
+        the same machine and PID namespace are over (this one holds the home's lock, so they
+        cannot run): they are marked stopped at once, and their sessions taken over without
+        waiting for their heartbeats to age. Returns their ids."""
+        with _translate():
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE kernels SET stopped_at = now() WHERE stopped_at IS NULL AND host = %(host)s"
+                    " AND boot_id = %(boot_id)s AND home = %(home)s AND pid_ns IS NOT DISTINCT FROM %(pid_ns)s"
+                    " RETURNING id",
+                    row,
+                )
+                gone = [r["id"] for r in await cur.fetchall()]
+                await conn.execute(
+                    "INSERT INTO kernels (id, host, boot_id, pid, pid_ns, home, version, ttl_s)"
+                    " VALUES (%(id)s, %(host)s, %(boot_id)s, %(pid)s, %(pid_ns)s, %(home)s, %(version)s, %(ttl_s)s)",
+                    row,
+                )
+        return gone
+
+    async def kernel_heartbeat(self, kernel_id: str) -> bool:
+        """Say this kernel lives; False if its row says it stopped (or is gone)."""
+        row = await self._one(
+            "UPDATE kernels SET heartbeat_at = now() WHERE id = %s AND stopped_at IS NULL RETURNING id",
+            (kernel_id,),
+        )
+        return row is not None
+
+    async def kernel_stopped(self, kernel_id: str) -> None:
+        await self._exec(
+            "UPDATE kernels SET stopped_at = now() WHERE id = %s AND stopped_at IS NULL", (kernel_id,)
+        )
+
+    async def list_kernels(self, *, include_stopped_hours: float = 24) -> list[dict[str, Any]]:
+        """Kernels that live, and those that stopped or died in the last hours, newest first."""
+        return await self._all(
+            "SELECT id, host, boot_id, pid, pid_ns, home, version, ttl_s, started_at, heartbeat_at, stopped_at,"
+            " CASE WHEN stopped_at IS NOT NULL THEN 'stopped'"
+            "  WHEN heartbeat_at > now() - make_interval(secs => ttl_s) THEN 'alive' ELSE 'dead' END AS state,"
+            " extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s"
+            " FROM kernels WHERE stopped_at IS NULL"
+            "  OR stopped_at > now() - make_interval(secs => %s) ORDER BY started_at DESC",
+            (include_stopped_hours * 3600,),
         )
 
     # -- dispatches ----------------------------------------------------------------------------
@@ -202,7 +258,7 @@ class LeaseStore(StoreBase):
         error: dict[str, Any] | None = None,
         ended: bool = False,
         epoch: int | None = None,
-        owner: str | None = None,
+        recovered_by: str | None = None,
     ) -> None:
         sets: list[str] = []
         params: list[Any] = []
@@ -210,7 +266,7 @@ class LeaseStore(StoreBase):
             ("status", status),
             ("steps", steps),
             ("epoch", epoch),
-            ("owner", owner),
+            ("recovered_by", recovered_by),
         ):
             if val is not None:
                 sets.append(f"{col} = %s")

@@ -93,7 +93,7 @@ class RecordStore(StoreBase):
             params.append(outcome)
         params.append(limit)
         return await self._all(
-            "SELECT id, ts, actor, op, args, outcome, error, result, duration_ms FROM runtime_log"
+            "SELECT id, ts, actor, op, args, outcome, error, result, duration_ms, kernel_id FROM runtime_log"
             f" WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
             params,
         )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aos_sdk.errors import Archived, Conflict, InvalidParams
+from aos_sdk.errors import Archived, Conflict, InvalidParams, Unavailable
 
 from ..db.store import INBOUND
 from ..redact import keep_secrets, redact
@@ -36,6 +36,7 @@ __all__ = [
     "system_config",
     "system_ping",
     "system_status",
+    "system_stop",
 ]
 
 
@@ -53,6 +54,13 @@ def _session(row: dict[str, Any]) -> m.Session:
 
 async def system_status(k: Kernel, ctx: CallContext, p: m.Empty) -> m.StatusResult:
     return await k.status()
+
+
+async def system_stop(k: Kernel, ctx: CallContext, p: m.Empty) -> m.Ok:
+    if k.request_stop is None:
+        raise Unavailable("this kernel runs inside another program, which decides when it stops")
+    k.request_stop(ctx.caller.actor)
+    return m.Ok()
 
 
 async def system_ping(k: Kernel, ctx: CallContext, p: m.Ping) -> m.PingResult:

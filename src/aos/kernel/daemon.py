@@ -279,6 +279,12 @@ async def _serve(
             await kernel.dispatcher.recover()  # leases that units could not give back meanwhile
 
         restarted.append(after_database_restart)
+
+        def request_stop(who: str) -> None:
+            log.info("aos.stop_requested", by=who)
+            stop.set()
+
+        kernel.request_stop = request_stop
         server = await stack.enter_async_context(
             serve_kernel_socket(
                 kernel,

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import Archived, NotFound, Rejected, Unavailable
@@ -46,9 +43,8 @@ class Dispatcher:
         self.kernel = kernel
         self.store: Store = kernel.store
         self.hooks = hooks
-        self.host = socket.gethostname()
-        #: Identifies this kernel process in lease owners: ``host:pid:nonce``.
-        self.kernel_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: This kernel's id (``kernels`` row): lease owners are ``<kernel id>/<dispatch id>``.
+        self.kernel_id = kernel.id
         self.units: dict[str, ReActUnit] = {}
         #: Session -> the last seq given to ``session.assemble`` (the next dispatch sends what follows).
         self.assembled: dict[str, int] = {}
@@ -308,8 +304,11 @@ class Dispatcher:
         return await self.recovery.recover()
 
     async def _recovery_loop(self) -> None:
+        # Every second: a dead kernel's sessions are taken over within about its ttl plus this
+        # of its last heartbeat. One indexed look at the leased sessions each time.
+        every = float(self.specs.limit("recovery_scan_s", 1))
         while True:
-            await asyncio.sleep(self.ttl)
+            await asyncio.sleep(every)
             try:
                 await self.recover()
             except Exception:

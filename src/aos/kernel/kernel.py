@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import difflib
 import os
+import secrets
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ from ..loop.bash import setpriv_path
 from ..loop.sandbox import Probe, SandboxSettings, resolve_settings
 from ..loop.sandbox import probe as probe_sandbox
 from ..loop.shell import write_tools
+from ..pidlock import pid_namespace
 from ..redact import scrub_values
 from ..skills.index import SkillIndex, skill_roots
 from ..skills.services import ServiceManager
@@ -47,6 +50,14 @@ log = get_logger("aos.kernel")
 
 #: Syscalls whose text params may hold NUL bytes (stored as bytes, not as PostgreSQL text).
 _NUL_OK = frozenset({"content.put"})
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
 
 
 def _nul_at(value: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
@@ -106,8 +117,11 @@ class Kernel:
         self.db = db
         self.started_at = datetime.now(UTC)
         self._t0 = time.monotonic()
+        #: This kernel among those sharing the database: in its row of ``kernels``, its lease
+        #: owners (``<id>/<dispatch>``) and its runtime-log entries. New at every start.
+        self.id = f"k_{secrets.token_hex(6)}"
         self.streams = Streams(store)
-        self.runtime_log = RuntimeLog(store)
+        self.runtime_log = RuntimeLog(store, self.id)
         #: AOS_LOG_LEVEL=debug: each syscall, hook call, model call and command is logged too.
         self.debug = debug_enabled()
         self.connections = 0
@@ -121,6 +135,8 @@ class Kernel:
         #: where it is enabled).
         self.enabled_cache: dict[str, set[str]] = {}
         self._reload_lock = asyncio.Lock()
+        #: Set by the daemon: begin a graceful stop (``system.stop``), given who asked.
+        self.request_stop: Callable[[str], None] | None = None
         #: Whether bubblewrap works here (probed once at start).
         self.sandbox_probe = Probe(False, "not probed yet")
 
@@ -146,6 +162,8 @@ class Kernel:
             await asyncio.to_thread(model_info.load)
             await asyncio.to_thread(openai_wire.load)
             await kernel.gateway.start()
+            await kernel.register()
+            heart = asyncio.create_task(kernel.heartbeat(), name="heartbeat")
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
             yield kernel
@@ -158,11 +176,49 @@ class Kernel:
             await openai_wire.aclose()
             await kernel.services.close()
             await kernel.gateway.close()
+            if "heart" in locals():
+                heart.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heart
+                with contextlib.suppress(AosError):
+                    await store.kernel_stopped(kernel.id)
             await kernel.hooks.wait_events()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             await kernel.runtime_log.flush()
+
+    # -- among other kernels --------------------------------------------------------------------
+
+    async def register(self) -> None:
+        """Enter this kernel in ``kernels`` (see migration 0007)."""
+        superseded = await self.store.register_kernel(
+            {
+                "id": self.id,
+                "host": socket.gethostname(),
+                "boot_id": _read("/proc/sys/kernel/random/boot_id") or "unknown",
+                "pid": os.getpid(),
+                "pid_ns": pid_namespace(),
+                "home": str(self.paths.home),
+                "version": __version__,
+                "ttl_s": self.dispatcher.ttl,
+            }
+        )
+        log.info("kernel.registered", kernel=self.id, ttl_s=self.dispatcher.ttl, superseded=superseded)
+
+    async def heartbeat(self) -> None:
+        """Say this kernel lives, every third of its ttl: one whose heartbeat is older than its
+        ttl is dead to the others, which take its sessions over. A failed beat is tried again
+        within a second."""
+        interval = self.dispatcher.ttl / 3
+        while True:
+            try:
+                if not await self.store.kernel_heartbeat(self.id):
+                    log.error("kernel.heartbeat_refused", kernel=self.id, why="its row says it stopped")
+                await asyncio.sleep(interval)
+            except AosError as exc:
+                log.warning("kernel.heartbeat_failed", kernel=self.id, error=exc.message)
+                await asyncio.sleep(min(1.0, interval))
 
     # -- sandbox -------------------------------------------------------------------------------
 
@@ -438,4 +494,6 @@ class Kernel:
             sockets={"kernel": str(self.paths.kernel_sock), "agent": str(self.paths.agent_sock)},
             counts=counts,
             sandbox=self.sandbox_status(),
+            kernel_id=self.id,
+            kernels=[m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()],
         )

@@ -62,6 +62,27 @@ class StatusResult(Result):
     sandbox: dict[str, Any] = Field(
         description="the agent sandbox: mode (auto|required|off), in_force (bwrap|off), why"
     )
+    kernel_id: str = Field(default="", description="this kernel's id among those sharing the database")
+    kernels: list[KernelInfo] = Field(
+        default_factory=list,
+        description="the kernels sharing the database (alive, and stopped or dead today)",
+    )
+
+
+class KernelInfo(Result):
+    id: str
+    host: str
+    boot_id: str
+    pid: int
+    pid_ns: str | None
+    home: str
+    version: str
+    ttl_s: float
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    state: Literal["alive", "stopped", "dead"]
+    heartbeat_age_s: float
 
 
 class Ping(Params):
@@ -330,6 +351,7 @@ class LogEntry(Result):
     error: Any
     result: Any
     duration_ms: float | None
+    kernel_id: str | None = Field(default=None, description="the kernel that served it")
 
 
 class LogListResult(Result):
@@ -398,6 +420,10 @@ class Dispatch(Result):
     input_seq: int | None = Field(description="seq of the message that started it")
     started_at: datetime
     ended_at: datetime | None
+    kernel_id: str | None = Field(default=None, description="the kernel it started on")
+    recovered_by: str | None = Field(
+        default=None, description="the owner that took it over after its kernel died"
+    )
 
 
 class HookListResult(Result):

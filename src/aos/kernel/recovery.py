@@ -1,7 +1,8 @@
 """Recovery: dispatches whose kernel died.
 
-At start and every lease TTL the dispatcher looks at sessions still leased by an owner that is
-gone (another process of this host that is not alive, or an expired lease). A dispatch that was
+At start and every second (``limits.recovery_scan_s``) the dispatcher looks at sessions still
+leased by an owner that is gone: a kernel whose heartbeat (the ``kernels`` table) is older than
+its ttl, wherever it ran, or an expired lease of an owner that is no registered kernel. A dispatch that was
 waiting for a human resumes waiting; any other gets, for each command that started without a
 result, a ``tool.result`` with outcome ``unknown`` (never re-run), then an ``interrupt`` fact
 with cause ``crash``, and its session goes back to idle. A dispatch whose input message is
@@ -11,8 +12,6 @@ durable but whose row was never written is started now, so the message is answer
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import NotFound, Rejected
@@ -34,39 +33,31 @@ UNKNOWN_OUTCOME = (
 )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 class Recovery:
     """Finds and ends (or resumes) the dispatches of dead kernels, for one dispatcher."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
 
-    def owner_dead(self, owner: str, expired: bool) -> bool:
+    def owner_dead(self, owner: str, expired: bool, kernel_alive: bool | None) -> bool:
+        """Whether the lease's owner is gone. Another kernel is, once its heartbeat is older than
+        its ttl (``kernel_alive`` false), on whatever host or PID namespace it ran; an owner that
+        is no registered kernel (a lease from before kernels registered) once its lease expired."""
         kernel, _, dispatch_id = owner.partition("/")
         if kernel == self.d.kernel_id:
             # Ours: dead only if no unit of ours runs it and its lease ran out (a unit that could
             # not give its lease back while the database was down).
             return expired and not any(u.spec.dispatch_id == dispatch_id for u in self.d.units.values())
-        host, _, rest = kernel.partition(":")
-        pid_text = rest.split(":", 1)[0]
-        if host == self.d.host and pid_text.isdigit():
-            pid = int(pid_text)
-            return pid == os.getpid() or not _pid_alive(pid)
-        return expired
+        if kernel_alive is None:
+            return expired
+        return not kernel_alive
 
     async def recover(self) -> list[str]:
         """Recover dispatches whose kernel died; returns their ids."""
         recovered = []
         for s in await self.d.store.leased_sessions():
             owner = s["lease_owner"]
-            if not self.owner_dead(owner, bool(s["expired"])):
+            if not self.owner_dead(owner, bool(s["expired"]), s["kernel_alive"]):
                 continue
             dispatch_id = owner.split("/", 1)[1] if "/" in owner else None
             try:
@@ -120,7 +111,8 @@ class Recovery:
         spec.sandbox_refusal = refusal
         spec.input_seq = dispatch.get("input_seq")
         unit = ReActUnit(spec, self.d)
-        await self.d.store.update_dispatch(dispatch["id"], epoch=epoch, owner=new_owner)
+        # Its first owner stays on the row (the kernel it ran on); who recovered it goes beside.
+        await self.d.store.update_dispatch(dispatch["id"], epoch=epoch, recovered_by=new_owner)
         if pending is not None:
             log.info("recovery.resume_approval", dispatch=dispatch["id"], approval=pending["id"])
             self.d._launch(unit, new_owner, resume=True)

@@ -30,8 +30,9 @@ _LOG_BATCH = 500
 class RuntimeLog:
     """The runtime log's buffer and writer."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, kernel_id: str | None = None) -> None:
         self.store = store
+        self.kernel_id = kernel_id
         self._buffer: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -62,6 +63,7 @@ class RuntimeLog:
                 "error": None if error is None else {"type": error.type, "message": error.message},
                 "result": summary,
                 "duration_ms": round(seconds * 1000, 3),
+                "kernel_id": self.kernel_id,
             }
         )
         self._wake.set()

@@ -38,6 +38,7 @@ from .calls_records import (
     system_config,
     system_ping,
     system_status,
+    system_stop,
 )
 from .calls_skills import (
     log_list,
@@ -92,6 +93,15 @@ def _entries() -> list[Syscall]:
             "system.status", q, m.Empty, m.StatusResult, system_status, "daemon, database, sockets, counts"
         ),
         Syscall("system.ping", q, m.Ping, m.PingResult, system_ping, "liveness check; echoes its payload"),
+        Syscall(
+            "system.stop",
+            c,
+            m.Empty,
+            m.Ok,
+            system_stop,
+            "stop the daemon gracefully (as SIGTERM does; `aos stop` across PID namespaces)",
+            frozenset({"admin"}),
+        ),
         Syscall("system.config", q, m.Empty, m.ConfigResult, system_config, "the merged aoscb.json"),
         Syscall("agent.create", c, m.AgentCreate, m.Agent, agent_create, "create an agent"),
         Syscall("agent.get", q, m.AgentRef, m.Agent, agent_get, "one agent by id or name"),
