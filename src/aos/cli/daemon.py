@@ -221,8 +221,11 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     try:
         st = rpc(paths, "system.status")
     except (Unavailable, ConnectionLost) as exc:
+        answered = isinstance(exc, Unavailable) and not exc.details.get("not_running")
         if args.json:
-            emit_json({"running": True, "pid": pid, "serving": False, "error": exc.message})
+            emit_json({"running": True, "pid": pid, "serving": answered, "error": exc.message})
+        elif answered:  # it answered: something it needs is away (its database)
+            echo(f"aos is running (pid {pid}) but cannot serve: {exc.message}")
         else:
             echo(f"aos is starting or stopping (pid {pid}); the kernel socket does not answer: {exc.message}")
         return EXIT_ERROR

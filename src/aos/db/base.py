@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import select
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Json, set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aos_sdk.errors import (
     AosError,
@@ -64,6 +65,13 @@ def redact_dsn(dsn: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
+#: How long a request waits for a pooled connection: enough for any queue of requests; past it
+#: the database is down (or unreachable), and the request is answered ``unavailable``.
+POOL_WAIT_S = 10.0
+#: How long while the database is known to be away (see :class:`Pool`).
+DOWN_WAIT_S = 1.0
+
+
 @contextlib.contextmanager
 def _translate() -> Iterator[None]:
     try:
@@ -74,6 +82,10 @@ def _translate() -> Iterator[None]:
         if cls is not None:
             msg = exc.diag.message_primary or str(exc)
             raise cls(msg) from exc
+        if isinstance(exc, PoolTimeout):
+            raise Unavailable(
+                "the database is unavailable: no connection to it (is PostgreSQL running and reachable?)"
+            ) from exc
         if isinstance(exc, psycopg.OperationalError):
             raise Unavailable(f"the database is unavailable: {exc}") from exc
         raise InternalError(f"database error {state}: {exc.diag.message_primary or exc}") from exc
@@ -118,6 +130,76 @@ class _Refused(Exception):
 class _PendingAppend:
     row: dict[str, Any]
     future: asyncio.Future[tuple[int, int, Any, bool]]
+
+
+def _gone(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server closed ``conn`` while it sat idle (a restart, a failover): the goodbye
+    it sent is read now, without waiting, so no request is sent on a dead connection only to
+    fail. One select() of nothing on a live one: microseconds."""
+    if conn.closed or conn.broken:
+        return True
+    # An idle connection of ours (no LISTEN, nothing in flight) gets nothing from the server but
+    # its last words before it closes: anything to read says the connection is gone.
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable) or conn.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+class Pool(AsyncConnectionPool[Any]):
+    """The connection pool, aware of the database going away and coming back.
+
+    A connection the server closed while it was idle (a restart, a failover) is never handed
+    out: it is replaced. A request waits up to :data:`POOL_WAIT_S` for a connection; once the
+    database is found away (a stale connection, a wait that ran out), only :data:`DOWN_WAIT_S`,
+    until a new connection is made: requests are answered ``unavailable`` at once, not after
+    seconds each.
+    """
+
+    def __init__(self, dsn: str, **kwargs: Any) -> None:
+        self._aos_dsn = dsn
+        self._aos_kwargs: dict[str, Any] = dict(kwargs.get("kwargs") or {})
+        super().__init__(
+            dsn, check=self._aos_check, configure=self._aos_configure, timeout=POOL_WAIT_S, **kwargs
+        )
+
+    async def _aos_check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if _gone(conn):
+            self.timeout = DOWN_WAIT_S
+            await conn.close()  # closed, the pool discards it (open, it would hand it out again)
+            raise psycopg.OperationalError("the server closed this connection")
+
+    async def _aos_configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await _in_utc(conn)
+        self.timeout = POOL_WAIT_S  # a new connection: the database is here
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
+        try:
+            conn: psycopg.AsyncConnection[Any] = await super().getconn(timeout)
+            return conn
+        except PoolTimeout:
+            if not await self._aos_revive():
+                self.timeout = DOWN_WAIT_S
+                raise
+        conn = await super().getconn(POOL_WAIT_S)
+        return conn
+
+    async def _aos_revive(self) -> bool:
+        """The database may be back while the pool sits out its reconnection back-off (which
+        grows with the outage): see for ourselves, and if it is back, have the pool connect now."""
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self._aos_dsn, connect_timeout=2, **self._aos_kwargs
+            )
+        except psycopg.Error:
+            return False
+        await probe.close()
+        self.timeout = POOL_WAIT_S
+        low, high = self.min_size, self.max_size
+        await self.resize(low + 1, max(high, low + 1))  # grows by one connection, made at once
+        await self.resize(low, high)
+        return True
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:

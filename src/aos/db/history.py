@@ -25,6 +25,7 @@ from .base import (
     StoreBase,
     _append_params,
     _connect,
+    _gone,
     _history_range,
     _PendingAppend,
     _translate,
@@ -82,7 +83,7 @@ class HistoryStore(StoreBase):
                     self._append_wake.clear()
                 if not batch:
                     continue
-                if conn.closed or conn.broken or generation != self._generation:
+                if _gone(conn) or generation != self._generation:
                     await conn.close()
                     generation = self._generation
                     try:

@@ -17,6 +17,7 @@ from ..redact import scrub_bytes
 from .base import (
     _LOG_SQL,
     StoreBase,
+    _gone,
     _translate,
 )
 
@@ -67,7 +68,7 @@ class RecordStore(StoreBase):
         if not entries:
             return
         with _translate():
-            if self._log_conn is None or self._log_conn.closed or self._log_conn.broken:
+            if self._log_conn is None or _gone(self._log_conn):
                 self._log_conn = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, options="-c synchronous_commit=off"
                 )

@@ -33,8 +33,8 @@ from .base import (
     _SESSION_COLS,
     INBOUND,
     SCHEMA_VERSION,
+    Pool,
     _connect,
-    _in_utc,
     _PendingAppend,
     _translate,
     migrations,
@@ -72,13 +72,12 @@ class Store(HistoryStore, LeaseStore, RecordStore):
 
         The database must exist (see :meth:`ensure_database`).
         """
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pool = Pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             open=False,
             kwargs={"autocommit": True, "row_factory": dict_row},
-            configure=_in_utc,
             name="aos",
         )
         with _translate():

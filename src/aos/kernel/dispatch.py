@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import Archived, NotFound, Rejected, Unavailable
+from aos_sdk.errors import AosError, Archived, NotFound, Rejected, Unavailable
 
 from ..db.store import Store, new_id
 from ..logs import get_logger
@@ -257,18 +257,45 @@ class Dispatcher:
         return True
 
     async def _renew(self, unit: ReActUnit, owner: str) -> None:
+        """Renew the unit's lease every third of the ttl. A renewal that fails (the database is
+        away) is tried again every half second while the lease still holds; when it would run
+        out before one succeeds, the unit stops itself first (its command killed, nothing more
+        written), so no other kernel can take the session over while it still works."""
+        loop = asyncio.get_running_loop()
+        held_until = loop.time() + self.ttl  # a lower bound: the lease was taken before this
+        margin = min(1.0, self.ttl / 6)
         while True:
             await asyncio.sleep(self.ttl / 3)
-            ok = await self.store.renew_lease(unit.spec.session_id, owner, unit.spec.epoch, self.ttl)
+            while True:
+                sent = loop.time()
+                try:
+                    ok = await asyncio.wait_for(
+                        self.store.renew_lease(unit.spec.session_id, owner, unit.spec.epoch, self.ttl),
+                        max(0.1, held_until - margin - sent),
+                    )
+                    held_until = sent + self.ttl
+                    break
+                except (AosError, TimeoutError) as exc:
+                    why = exc.message if isinstance(exc, AosError) else "no answer"
+                    if loop.time() + 0.5 >= held_until - margin:
+                        log.error("dispatch.lease_unrenewable", dispatch=unit.spec.dispatch_id, error=why)
+                        self._stop_lost(unit)
+                        return
+                    log.warning("dispatch.lease_renewal_failed", dispatch=unit.spec.dispatch_id, error=why)
+                    await asyncio.sleep(0.5)
             if not ok and unit.ending:
                 return  # it is writing its end, which gives the lease back (or finds it lost)
             if not ok:
                 log.warning("dispatch.lease_lost", dispatch=unit.spec.dispatch_id)
-                self._lost.add(unit.spec.dispatch_id)
-                task = self._tasks.get(unit.spec.session_id)
-                if task is not None:
-                    task.cancel()
+                self._stop_lost(unit)
                 return
+
+    def _stop_lost(self, unit: ReActUnit) -> None:
+        """The unit's lease is gone (or about to be): cancel it; it writes nothing more."""
+        self._lost.add(unit.spec.dispatch_id)
+        task = self._tasks.get(unit.spec.session_id)
+        if task is not None:
+            task.cancel()
 
     # -- interrupt -----------------------------------------------------------------------------
 
