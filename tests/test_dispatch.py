@@ -669,7 +669,7 @@ async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
     assert await k.dispatcher.recover() == []
 
 
-async def test_a_registered_kernel_is_dead_when_its_heartbeat_is_old_not_when_its_lease_is(
+async def test_a_registered_kernel_is_dead_when_its_heartbeat_is_old_even_if_its_lease_is_not(
     rpc: RpcConnection, kernel: Any, sid: str
 ) -> None:
     """Kernels that registered are judged by their heartbeat (migration 0007), on any host."""
@@ -691,10 +691,10 @@ async def test_a_registered_kernel_is_dead_when_its_heartbeat_is_old_not_when_it
         await conn.execute(
             "UPDATE kernels SET heartbeat_at = now() - interval '6 seconds' WHERE id = 'k_dead'"
         )
-        # The live kernel's lease has run out (its renewal is late): it is still its own.
+        # A live kernel's lease with time left is its own.
         await conn.execute(
             "UPDATE sessions SET lease_owner = 'k_alive/di_a', lease_epoch = 5,"
-            " lease_until = now() - interval '1 second', phase = 'dispatched' WHERE id = %s",
+            " lease_until = now() + interval '1 minute', phase = 'dispatched' WHERE id = %s",
             (sid,),
         )
     assert await k.dispatcher.recover() == []
@@ -789,3 +789,69 @@ async def test_a_dispatch_starts_and_ends_in_one_commit_each(
     assert d["started_at"] == facts[0]["created_at"]
     assert facts[-2]["created_at"] == facts[-1]["created_at"] == d["ended_at"]
     assert freed[0]["lease_owner"] is None and freed[0]["phase"] == "idle"
+
+
+async def test_a_new_dispatch_first_closes_the_one_whose_lease_ran_out(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel
+) -> None:
+    """A unit that could not renew its lease stops itself (Dispatcher._renew); the next dispatch
+    of the session closes what it left (issue 14: it used to claim the lease over it, leaving a
+    tool.started without a result and the row running for ever)."""
+    store, k = kernel.store, kernel.kernel
+    session = await store.get_session(sid)
+    row = {"host": "h", "boot_id": "b", "pid": 1, "pid_ns": None, "home": "/o", "version": "0", "ttl_s": 60}
+    await store.register_kernel({**row, "id": "k_other"})  # alive: its heartbeat is fresh
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = 'k_other/di_cut', lease_epoch = 5,"
+            " lease_until = now() - interval '1 second', phase = 'dispatched' WHERE id = %s",
+            (sid,),
+        )
+    await store.create_dispatch(
+        dispatch_id="di_cut",
+        session_id=sid,
+        agent_id=session["agent_id"],
+        epoch=5,
+        owner="k_other/di_cut",
+        model="m",
+    )
+    await k.append(
+        sid,
+        epoch=5,
+        kind="tool.started",
+        role=None,
+        body={"call_id": "c1", "command": "make"},
+        meta={"dispatch_id": "di_cut"},
+        idempotency_key="cut:1",
+    )
+    model.add({"text": "fresh start"})
+    started = await call(rpc, "session.dispatch", {"session": sid, "message": "again"})
+    await asyncio.wait_for(k.dispatcher.wait_dispatch(sid), 30)
+    facts = (await call(rpc, "history.list", {"session": sid, "after_seq": 1}))["facts"]
+    kinds = [f["kind"] for f in facts]
+    assert kinds[:4] == ["tool.result", "interrupt", "dispatch.end", "message"], kinds
+    assert facts[0]["body"]["outcome"] == "unknown" and facts[3]["seq"] == started["seq"]
+    assert (await call(rpc, "dispatch.get", {"dispatch": "di_cut"}))["status"] == "crashed"
+    assert facts[-1]["kind"] == "dispatch.end" and facts[-1]["body"]["status"] == "done"
+
+
+async def test_recovery_closes_a_dispatch_row_left_open_on_a_free_session(
+    rpc: RpcConnection, kernel: Any, sid: str
+) -> None:
+    store, k = kernel.store, kernel.kernel
+    session = await store.get_session(sid)
+    await store.create_dispatch(
+        dispatch_id="di_left",
+        session_id=sid,
+        agent_id=session["agent_id"],
+        epoch=0,
+        owner="k_gone/di_left",
+        model="m",
+    )
+    assert (await call(rpc, "dispatch.get", {"dispatch": "di_left"}))["status"] == "running"
+    assert await k.dispatcher.recover() == ["di_left"]
+    d = await call(rpc, "dispatch.get", {"dispatch": "di_left"})
+    assert d["status"] == "crashed" and d["recovered_by"] == f"{k.id}/di_left"
+    facts = (await call(rpc, "history.list", {"session": sid}))["facts"]
+    assert [f["kind"] for f in facts] == ["interrupt", "dispatch.end"]
+    assert (await call(rpc, "session.get", {"session": sid}))["lease_owner"] is None

@@ -168,18 +168,31 @@ class LeaseStore(StoreBase):
         row = await self._one(_RELEASE_SQL, (session_id, owner, epoch))
         return row is not None
 
-    async def leased_sessions(self) -> list[dict[str, Any]]:
-        """Sessions whose lease is held, with whether it has expired and whether the kernel that
-        holds it lives (``kernel_alive``: its heartbeat is within its ttl; null: an owner that
-        is no registered kernel, from before kernels registered)."""
+    async def leased_sessions(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Sessions whose lease is held (all, or this one), with whether it has expired and
+        whether the kernel that holds it lives (``kernel_alive``: its heartbeat is within its
+        ttl; null: an owner that is no registered kernel, from before kernels registered)."""
         cols = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLS.split(","))
-        return await self._all(
+        sql = (
             f"SELECT {cols}, s.lease_until < now() AS expired,"
             " CASE WHEN k.id IS NULL THEN NULL"
             "  ELSE k.stopped_at IS NULL AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s) END"
             "  AS kernel_alive"
             " FROM sessions s LEFT JOIN kernels k ON k.id = split_part(s.lease_owner, '/', 1)"
             " WHERE s.lease_owner IS NOT NULL"
+        )
+        if session_id is None:
+            return await self._all(sql)
+        return await self._all(sql + " AND s.id = %s", (session_id,))
+
+    async def unleased_open_dispatches(self) -> list[dict[str, Any]]:
+        """Dispatch rows still open (running, waiting for a person) whose session's lease is not
+        theirs: free, or held by another dispatch. Nobody closed them."""
+        return await self._all(
+            "SELECT d.id, d.session_id FROM dispatches d JOIN sessions s ON s.id = d.session_id"
+            " WHERE d.status IN ('running', 'waiting_approval')"
+            " AND (s.lease_owner IS NULL"
+            "  OR (s.lease_owner <> d.owner AND s.lease_owner IS DISTINCT FROM d.recovered_by))"
         )
 
     # -- kernels -------------------------------------------------------------------------------

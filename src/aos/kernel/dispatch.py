@@ -112,6 +112,11 @@ class Dispatcher:
         self, session_id: str, text: str, meta: dict[str, Any] | None, dispatch_id: str | None
     ) -> dict[str, Any]:
         session = await self.store.get_session(session_id)
+        if session["lease_owner"] and await self.recovery.recover(session_id):
+            # Its last dispatch's kernel died (or it stopped itself without a lease): that one is
+            # closed first (unknown commands, crash, its end), in this session's order, before a
+            # new one may claim the lease; never a new run over an unfinished one.
+            session = await self.store.get_session(session_id)
         agent = await self.store.get_agent(session["agent_id"])
         if agent["status"] != "active":
             raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])

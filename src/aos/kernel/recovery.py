@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import NotFound, Rejected
+from aos_sdk.errors import Archived, NotFound, Rejected, SessionBusy
 
 from ..logs import get_logger
 from ..loop.react import ReActUnit
@@ -50,12 +50,15 @@ class Recovery:
             return expired and not any(u.spec.dispatch_id == dispatch_id for u in self.d.units.values())
         if kernel_alive is None:
             return expired
-        return not kernel_alive
+        # A live kernel never lets a unit's lease run out while the unit works (it stops the
+        # unit first: Dispatcher._renew), so an expired lease of one has no unit left either.
+        return expired or not kernel_alive
 
-    async def recover(self) -> list[str]:
-        """Recover dispatches whose kernel died; returns their ids."""
+    async def recover(self, session_id: str | None = None) -> list[str]:
+        """Recover dispatches whose kernel died (of every session, or of this one, as a new
+        dispatch claims it); returns their ids."""
         recovered = []
-        for s in await self.d.store.leased_sessions():
+        for s in await self.d.store.leased_sessions(session_id):
             owner = s["lease_owner"]
             if not self.owner_dead(owner, bool(s["expired"]), s["kernel_alive"]):
                 continue
@@ -65,9 +68,39 @@ class Recovery:
                 recovered.append(dispatch_id or s["id"])
             except Exception:
                 log.exception("recovery.failed", session=s["id"], owner=owner)
+        if session_id is None:
+            recovered += await self._close_orphans()
         return recovered
 
-    async def _recover_one(self, session: dict[str, Any], dispatch_id: str | None) -> None:
+    async def _close_orphans(self) -> list[str]:
+        """Dispatch rows left open on a session that is free (nobody holds its lease for them):
+        close them as after a crash. One on a session busy with another dispatch waits for it."""
+        closed = []
+        mine = {u.spec.dispatch_id for u in self.d.units.values()}
+        for row in await self.d.store.unleased_open_dispatches():
+            if row["id"] in mine:
+                continue
+            owner = f"{self.d.kernel_id}/{row['id']}"
+            try:
+                leased = await self.d.store.claim_lease(row["session_id"], owner, self.d.ttl)
+            except (SessionBusy, Archived):
+                continue
+            try:
+                await self._recover_one(leased, row["id"], taken=(owner, leased))
+                closed.append(row["id"])
+            except Exception:
+                log.exception("recovery.failed", session=row["session_id"], dispatch=row["id"])
+        return closed
+
+    async def _recover_one(
+        self,
+        session: dict[str, Any],
+        dispatch_id: str | None,
+        *,
+        taken: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """End (or resume) ``dispatch_id`` of ``session``, taking its lease from the dead owner
+        (or with the lease already ``taken``: ``(owner, session row)``)."""
         sid = session["id"]
         dispatch = None
         if dispatch_id:
@@ -75,10 +108,14 @@ class Recovery:
             # stopped in between leaves a lease whose dispatch row never existed (see below).
             with contextlib.suppress(NotFound):
                 dispatch = await self.d.store.get_dispatch(dispatch_id)
-        new_owner = f"{self.d.kernel_id}/{dispatch_id or 'recovery'}"
-        leased = await self.d.store.take_over_lease(sid, session["lease_owner"], new_owner, self.d.ttl)
-        if leased is None:
-            return  # someone else recovered it first
+        if taken is not None:
+            new_owner, leased = taken
+        else:
+            new_owner = f"{self.d.kernel_id}/{dispatch_id or 'recovery'}"
+            got = await self.d.store.take_over_lease(sid, session["lease_owner"], new_owner, self.d.ttl)
+            if got is None:
+                return  # someone else recovered it first
+            leased = got
         epoch = int(leased["lease_epoch"])
         agent = await self.d.store.get_agent(session["agent_id"])
         if dispatch is None:
