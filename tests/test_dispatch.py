@@ -855,3 +855,23 @@ async def test_recovery_closes_a_dispatch_row_left_open_on_a_free_session(
     facts = (await call(rpc, "history.list", {"session": sid}))["facts"]
     assert [f["kind"] for f in facts] == ["interrupt", "dispatch.end"]
     assert (await call(rpc, "session.get", {"session": sid}))["lease_owner"] is None
+
+
+async def test_a_kernel_on_another_kernels_embedded_database_is_warned(
+    rpc: RpcConnection, kernel: Any
+) -> None:
+    store = kernel.store
+    row = {
+        "host": "h",
+        "boot_id": "b",
+        "pid": 1,
+        "pid_ns": None,
+        "home": "/owner",
+        "version": "0",
+        "ttl_s": 60,
+    }
+    assert (await call(rpc, "system.status"))["warnings"] == []
+    await store.register_kernel({**row, "id": "k_owner", "embedded_db": True})
+    (warning,) = (await call(rpc, "system.status"))["warnings"]
+    assert "the embedded PostgreSQL of kernel k_owner (home /owner on h)" in warning
+    assert "it stops when that kernel stops" in warning

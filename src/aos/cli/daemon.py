@@ -250,6 +250,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         f"  counts     {c['agents']} agents, {c['sessions']} sessions, {c['facts']} facts, "
         f"{c['connections']} connections, {c['subscriptions']} subscriptions"
     )
+    for warning in st.get("warnings") or []:
+        echo(f"  WARNING    {warning}")
     kernels = st.get("kernels") or []
     if len(kernels) > 1 or any(k["id"] != st.get("kernel_id") for k in kernels):
         echo("  kernels    sharing this database:")

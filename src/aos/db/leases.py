@@ -202,6 +202,7 @@ class LeaseStore(StoreBase):
         the same machine and PID namespace are over (this one holds the home's lock, so they
         cannot run): they are marked stopped at once, and their sessions taken over without
         waiting for their heartbeats to age. Returns their ids."""
+        row = {"embedded_db": False, **row}
         with _translate():
             async with self.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
@@ -212,8 +213,9 @@ class LeaseStore(StoreBase):
                 )
                 gone = [r["id"] for r in await cur.fetchall()]
                 await conn.execute(
-                    "INSERT INTO kernels (id, host, boot_id, pid, pid_ns, home, version, ttl_s)"
-                    " VALUES (%(id)s, %(host)s, %(boot_id)s, %(pid)s, %(pid_ns)s, %(home)s, %(version)s, %(ttl_s)s)",
+                    "INSERT INTO kernels (id, host, boot_id, pid, pid_ns, home, version, ttl_s, embedded_db)"
+                    " VALUES (%(id)s, %(host)s, %(boot_id)s, %(pid)s, %(pid_ns)s, %(home)s, %(version)s,"
+                    " %(ttl_s)s, %(embedded_db)s)",
                     row,
                 )
         return gone
@@ -235,6 +237,7 @@ class LeaseStore(StoreBase):
         """Kernels that live, and those that stopped or died in the last hours, newest first."""
         return await self._all(
             "SELECT id, host, boot_id, pid, pid_ns, home, version, ttl_s, started_at, heartbeat_at, stopped_at,"
+            " embedded_db,"
             " CASE WHEN stopped_at IS NOT NULL THEN 'stopped'"
             "  WHEN heartbeat_at > now() - make_interval(secs => ttl_s) THEN 'alive' ELSE 'dead' END AS state,"
             " extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s"

@@ -202,9 +202,13 @@ class Kernel:
                 "home": str(self.paths.home),
                 "version": __version__,
                 "ttl_s": self.dispatcher.ttl,
+                "embedded_db": self.db.kind == "embedded",
             }
         )
         log.info("kernel.registered", kernel=self.id, ttl_s=self.dispatcher.ttl, superseded=superseded)
+        kernels = [m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()]
+        for warning in self.shared_embedded_warnings(kernels):
+            log.warning("kernel.on_another_kernels_database", warning=warning)
 
     async def heartbeat(self) -> None:
         """Say this kernel lives, every third of its ttl: one whose heartbeat is older than its
@@ -471,6 +475,7 @@ class Kernel:
     # -- status --------------------------------------------------------------------------------
 
     async def status(self) -> m.StatusResult:
+        kernels = [m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()]
         settings = await self.store.durability()
         counts = await self.store.counts()
         counts["connections"] = self.connections
@@ -495,5 +500,18 @@ class Kernel:
             counts=counts,
             sandbox=self.sandbox_status(),
             kernel_id=self.id,
-            kernels=[m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()],
+            kernels=kernels,
+            warnings=self.shared_embedded_warnings(kernels),
         )
+
+    def shared_embedded_warnings(self, kernels: list[m.KernelInfo]) -> list[str]:
+        """A kernel on another kernel's embedded PostgreSQL lives only as long as that one."""
+        if self.db.kind == "embedded":
+            return []
+        return [
+            f"this database is the embedded PostgreSQL of kernel {k.id} (home {k.home} on {k.host}):"
+            " it stops when that kernel stops. For several kernels, use an external PostgreSQL"
+            " (docs/deployment.md)."
+            for k in kernels
+            if k.embedded_db and k.state == "alive" and k.id != self.id
+        ]

@@ -67,6 +67,7 @@ class StatusResult(Result):
         default_factory=list,
         description="the kernels sharing the database (alive, and stopped or dead today)",
     )
+    warnings: list[str] = Field(default_factory=list, description="what the person running it should know")
 
 
 class KernelInfo(Result):
@@ -83,6 +84,7 @@ class KernelInfo(Result):
     stopped_at: datetime | None
     state: Literal["alive", "stopped", "dead"]
     heartbeat_age_s: float
+    embedded_db: bool = Field(default=False, description="it runs the database (its embedded PostgreSQL)")
 
 
 class Ping(Params):
