@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 
 def live_processes_mentioning(text: str) -> list[tuple[int, str]]:
@@ -29,3 +31,15 @@ def gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state == "Z"
+
+
+def wait_until(what: str, test: Any, timeout: float = 30) -> Any:
+    """Wait for ``test()`` to return something true, and return it: for states of another process
+    (a daemon, a service) that no stream of ours announces. Fails after ``timeout`` s, naming
+    ``what`` it waited for."""
+    deadline = time.monotonic() + timeout
+    while not (got := test()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return got

@@ -21,7 +21,7 @@ from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
 from .conftest import run_aos
-from .procutil import live_processes_mentioning
+from .procutil import live_processes_mentioning, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 TTL = 3
@@ -38,15 +38,6 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def until(what: str, test: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := test()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return got
 
 
 def test_a_database_restart_mid_dispatch(
@@ -82,7 +73,7 @@ def test_a_database_restart_mid_dispatch(
         gone_at = time.monotonic()
         # The dispatch cannot renew its lease: it stops itself, command and all, before its
         # lease could run out (the last renewal was at most a third of the ttl ago).
-        until("the command to be stopped", lambda: live_processes_mentioning("sleep 396") == [], TTL + 2)
+        wait_until("the command to be stopped", lambda: live_processes_mentioning("sleep 396") == [], TTL + 2)
         assert time.monotonic() - gone_at <= TTL
         # Meanwhile: a clear `unavailable`, at once, and not "not running".
         t0 = time.monotonic()
@@ -96,7 +87,7 @@ def test_a_database_restart_mid_dispatch(
         r = run_aos("agent", "list", env=env)
         assert r.returncode == 0 and "ada" in r.stdout, r.stderr
         # The cut-off dispatch is closed: its command unknown, then crash, then its end.
-        facts = until(
+        facts = wait_until(
             "the dispatch to be closed",
             lambda: (
                 (f := call("history.list", {"session": sid, "after_seq": started["seq"]})["facts"])
@@ -112,7 +103,7 @@ def test_a_database_restart_mid_dispatch(
         # And the agent works again.
         model.add({"text": "back"})
         again = call("session.dispatch", {"session": sid, "message": "still there?"})
-        end = until(
+        end = wait_until(
             "the next dispatch",
             lambda: [
                 x

@@ -627,6 +627,19 @@ async def test_a_dispatch_that_loses_its_lease_stops_writing(
     assert len(model.requests) == 1
 
 
+async def command_started(k: Any, sid: str, dispatch_id: str) -> None:
+    """The ``tool.started`` of ``make`` that a dispatch wrote before its kernel died."""
+    await k.append(
+        sid,
+        epoch=5,
+        kind="tool.started",
+        role=None,
+        body={"call_id": "c1", "command": "make"},
+        meta={"dispatch_id": dispatch_id},
+        idempotency_key=f"{dispatch_id}:started",
+    )
+
+
 async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
     rpc: RpcConnection, kernel: Any, sid: str
 ) -> None:
@@ -642,15 +655,7 @@ async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
     await store.create_dispatch(
         dispatch_id="di_ghost", session_id=sid, agent_id=session["agent_id"], epoch=5, owner=owner, model="m"
     )
-    await k.append(
-        sid,
-        epoch=5,
-        kind="tool.started",
-        role=None,
-        body={"call_id": "c1", "command": "make"},
-        meta={"dispatch_id": "di_ghost"},
-        idempotency_key="ghost:1",
-    )
+    await command_started(k, sid, "di_ghost")
     assert await k.dispatcher.recover() == ["di_ghost"]
     facts = (await call(rpc, "history.list", {"session": sid, "after_seq": 1}))["facts"]
     assert [f["kind"] for f in facts] == ["tool.result", "interrupt", "dispatch.end"]
@@ -669,50 +674,47 @@ async def test_recovery_takes_over_an_expired_lease_of_a_dead_kernel(
     assert await k.dispatcher.recover() == []
 
 
+KERNEL_ROW = {"host": "h", "boot_id": "b", "pid": 1, "pid_ns": None, "version": "0", "ttl_s": 5}
+
+
+async def lease_to(store: Any, sid: str, owner: str, *, expired: bool) -> None:
+    """Give the session's lease to ``owner`` (``<kernel>/<dispatch>``), as its claim would have."""
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE sessions SET lease_owner = %s, lease_epoch = 5, phase = 'dispatched',"
+            " lease_until = now() + make_interval(secs => %s) WHERE id = %s",
+            (owner, -1 if expired else 60, sid),
+        )
+
+
+async def open_dispatch(store: Any, sid: str, owner: str) -> None:
+    """A dispatch row of ``owner``'s, open (``running``), as its start wrote it."""
+    agent_id = (await store.get_session(sid))["agent_id"]
+    dispatch_id = owner.split("/")[1]
+    await store.create_dispatch(
+        dispatch_id=dispatch_id, session_id=sid, agent_id=agent_id, epoch=5, owner=owner, model="m"
+    )
+
+
 async def test_a_registered_kernel_is_dead_when_its_heartbeat_is_old_even_if_its_lease_is_not(
     rpc: RpcConnection, kernel: Any, sid: str
 ) -> None:
     """Kernels that registered are judged by their heartbeat (migration 0007), on any host."""
     store, k = kernel.store, kernel.kernel
-    session = await store.get_session(sid)
-    row = {
-        "host": "elsewhere",
-        "boot_id": "b",
-        "pid": 1,
-        "pid_ns": None,
-        "version": "0",
-        "ttl_s": 5,
-    }
-    await store.register_kernel({**row, "id": "k_alive", "home": "/a"})
+    await store.register_kernel({**KERNEL_ROW, "id": "k_alive", "home": "/a"})
     # A later kernel of the same home on the same machine ends the earlier one at once.
-    await store.register_kernel({**row, "id": "k_old", "home": "/d"})
-    assert await store.register_kernel({**row, "id": "k_dead", "home": "/d"}) == ["k_old"]
+    await store.register_kernel({**KERNEL_ROW, "id": "k_old", "home": "/d"})
+    assert await store.register_kernel({**KERNEL_ROW, "id": "k_dead", "home": "/d"}) == ["k_old"]
     async with store.pool.connection() as conn:
         await conn.execute(
             "UPDATE kernels SET heartbeat_at = now() - interval '6 seconds' WHERE id = 'k_dead'"
         )
-        # A live kernel's lease with time left is its own.
-        await conn.execute(
-            "UPDATE sessions SET lease_owner = 'k_alive/di_a', lease_epoch = 5,"
-            " lease_until = now() + interval '1 minute', phase = 'dispatched' WHERE id = %s",
-            (sid,),
-        )
+    # A live kernel's lease with time left is its own.
+    await lease_to(store, sid, "k_alive/di_a", expired=False)
     assert await k.dispatcher.recover() == []
     # The dead one's lease has time left, but its heartbeat is older than its ttl: taken over.
-    async with store.pool.connection() as conn:
-        await conn.execute(
-            "UPDATE sessions SET lease_owner = 'k_dead/di_d', lease_until = now() + interval '1 minute'"
-            " WHERE id = %s",
-            (sid,),
-        )
-    await store.create_dispatch(
-        dispatch_id="di_d",
-        session_id=sid,
-        agent_id=session["agent_id"],
-        epoch=5,
-        owner="k_dead/di_d",
-        model="m",
-    )
+    await lease_to(store, sid, "k_dead/di_d", expired=False)
+    await open_dispatch(store, sid, "k_dead/di_d")
     assert await k.dispatcher.recover() == ["di_d"]
     d = await call(rpc, "dispatch.get", {"dispatch": "di_d"})
     assert d["status"] == "crashed" and d["kernel_id"] == "k_dead" and d["owner"] == "k_dead/di_d"
@@ -798,32 +800,10 @@ async def test_a_new_dispatch_first_closes_the_one_whose_lease_ran_out(
     of the session closes what it left (issue 14: it used to claim the lease over it, leaving a
     tool.started without a result and the row running for ever)."""
     store, k = kernel.store, kernel.kernel
-    session = await store.get_session(sid)
-    row = {"host": "h", "boot_id": "b", "pid": 1, "pid_ns": None, "home": "/o", "version": "0", "ttl_s": 60}
-    await store.register_kernel({**row, "id": "k_other"})  # alive: its heartbeat is fresh
-    async with store.pool.connection() as conn:
-        await conn.execute(
-            "UPDATE sessions SET lease_owner = 'k_other/di_cut', lease_epoch = 5,"
-            " lease_until = now() - interval '1 second', phase = 'dispatched' WHERE id = %s",
-            (sid,),
-        )
-    await store.create_dispatch(
-        dispatch_id="di_cut",
-        session_id=sid,
-        agent_id=session["agent_id"],
-        epoch=5,
-        owner="k_other/di_cut",
-        model="m",
-    )
-    await k.append(
-        sid,
-        epoch=5,
-        kind="tool.started",
-        role=None,
-        body={"call_id": "c1", "command": "make"},
-        meta={"dispatch_id": "di_cut"},
-        idempotency_key="cut:1",
-    )
+    await store.register_kernel({**KERNEL_ROW, "id": "k_other", "home": "/o", "ttl_s": 60})  # alive
+    await lease_to(store, sid, "k_other/di_cut", expired=True)
+    await open_dispatch(store, sid, "k_other/di_cut")
+    await command_started(k, sid, "di_cut")
     model.add({"text": "fresh start"})
     started = await call(rpc, "session.dispatch", {"session": sid, "message": "again"})
     await asyncio.wait_for(k.dispatcher.wait_dispatch(sid), 30)
@@ -839,15 +819,7 @@ async def test_recovery_closes_a_dispatch_row_left_open_on_a_free_session(
     rpc: RpcConnection, kernel: Any, sid: str
 ) -> None:
     store, k = kernel.store, kernel.kernel
-    session = await store.get_session(sid)
-    await store.create_dispatch(
-        dispatch_id="di_left",
-        session_id=sid,
-        agent_id=session["agent_id"],
-        epoch=0,
-        owner="k_gone/di_left",
-        model="m",
-    )
+    await open_dispatch(store, sid, "k_gone/di_left")
     assert (await call(rpc, "dispatch.get", {"dispatch": "di_left"}))["status"] == "running"
     assert await k.dispatcher.recover() == ["di_left"]
     d = await call(rpc, "dispatch.get", {"dispatch": "di_left"})
@@ -861,15 +833,7 @@ async def test_a_kernel_on_another_kernels_embedded_database_is_warned(
     rpc: RpcConnection, kernel: Any
 ) -> None:
     store = kernel.store
-    row = {
-        "host": "h",
-        "boot_id": "b",
-        "pid": 1,
-        "pid_ns": None,
-        "home": "/owner",
-        "version": "0",
-        "ttl_s": 60,
-    }
+    row = {**KERNEL_ROW, "home": "/owner"}
     assert (await call(rpc, "system.status"))["warnings"] == []
     await store.register_kernel({**row, "id": "k_owner", "embedded_db": True})
     (warning,) = (await call(rpc, "system.status"))["warnings"]

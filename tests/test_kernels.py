@@ -25,7 +25,7 @@ from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
 from .conftest import run_aos
-from .procutil import live_processes_mentioning
+from .procutil import live_processes_mentioning, wait_until
 
 TTL = 3
 _PROBE = probe()
@@ -65,15 +65,6 @@ def call(home: Path, method: str, params: dict[str, Any] | None = None) -> Any:
         return c.call(method, params or {})
 
 
-def until(what: str, test: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := test()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return got
-
-
 def start_in_pid_namespace(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``aos start --foreground`` in a PID namespace (and /proc) of its own, as in a container."""
     bwrap = shutil.which("bwrap")
@@ -86,7 +77,7 @@ def start_in_pid_namespace(home: Path, env: dict[str, str]) -> subprocess.Popen[
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    until(
+    wait_until(
         "the namespaced daemon", lambda: run_aos("status", env=env).returncode == 0 or proc.poll() is not None
     )
     assert proc.poll() is None, "the daemon in its own PID namespace did not start"
@@ -147,7 +138,7 @@ def test_a_killed_kernel_is_taken_over_by_another_within_its_ttl(
         b.wait(10)
         killed = time.monotonic()
         # A notices B's heartbeat stop and finishes B's dispatch.
-        end = until(
+        end = wait_until(
             "the takeover",
             lambda: [
                 f
@@ -175,7 +166,9 @@ def test_a_killed_kernel_is_taken_over_by_another_within_its_ttl(
         states = {k["id"]: k["state"] for k in call(home, "system.status")["kernels"]}
         assert states[b_id] == "dead"
         call(home, "agent.create", {"name": "ann"})
-        entries = until("the log entry", lambda: call(home, "log.list", {"op": "agent.create"})["entries"])
+        entries = wait_until(
+            "the log entry", lambda: call(home, "log.list", {"op": "agent.create"})["entries"]
+        )
         assert entries[-1]["kernel_id"] == st["kernel_id"], "the runtime log says which kernel served it"
     finally:
         if b.poll() is None:

@@ -9,16 +9,14 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aos_sdk.syncclient import SyncClient
 
 from .conftest import run_aos
+from .procutil import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -36,15 +34,6 @@ def tour() -> list[tuple[str, list[str]]]:
         elif steps:
             steps[-1][1].append(line)
     return steps
-
-
-def until(what: str, test: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := test()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return got
 
 
 def shape(line: str) -> str:
@@ -87,7 +76,7 @@ def test_the_machine_health_tour_works_as_written(home: Path, daemon_env: dict[s
             if command.startswith("uv run aos schedule show"):
                 # A person reads it a moment later; the test waits for the run to be recorded.
                 sid = next(iter(ids.values()))
-                until(
+                wait_until(
                     "the run",
                     lambda sid=sid: (
                         "probe found nothing" in run_aos("schedule", "show", sid, env=daemon_env).stdout
@@ -121,7 +110,7 @@ def test_the_machine_health_tour_works_as_written(home: Path, daemon_env: dict[s
         assert r.returncode == 0, r.stderr
         second = r.stdout.split()[1]
         assert run_aos("schedule", "run-now", second, env=daemon_env).returncode == 0
-        shown = until(
+        shown = wait_until(
             "the alert", lambda: "(woke ops)" in (out := run_aos("alerts", env=daemon_env).stdout) and out
         )
         assert (
@@ -129,7 +118,7 @@ def test_the_machine_health_tour_works_as_written(home: Path, daemon_env: dict[s
         )
         with SyncClient(sock) as c:
             ops = c.call("session.list", {"agent": "ops"})["sessions"][0]["id"]
-            facts = until(
+            facts = wait_until(
                 "ops to finish",
                 lambda: (
                     [

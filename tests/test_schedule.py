@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from aos_sdk.syncclient import SyncClient
 from aos_sdk.testing import ScriptedModel
 
 from .conftest import run_aos
+from .procutil import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -61,14 +61,7 @@ class World:
 
     def until(self, what: str, test: Callable[[], Any], timeout: float = 30) -> Any:
         """Wait for ``test()`` to hold (a state the service reaches; not a fixed sleep)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = test()
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+        return wait_until(what, test, timeout)
 
     def tick(self, at: datetime) -> None:
         """Move the clock and wait until the scheduler has looked at the new time."""

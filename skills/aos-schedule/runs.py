@@ -305,14 +305,17 @@ async def fire(s: Sched, due: datetime, missed: int = 0, *, attempt: int = 1, by
             }
             if res["outcome"] in ("rejected", "needs_approval"):
                 reason = f"the probe was refused ({res['reason']})"
-                await settle(s, due, kind="refused", level="warn", summary=reason, probe=probe)
-                await pause(s, reason + "; fix the probe or the guard's rules, then `schedule resume`")
+                fix = reason + "; fix the probe or the guard's rules, then `schedule resume`"
+                await settle(
+                    s, due, kind="refused", level="warn", summary=reason, probe=probe, then_pause=(fix, None)
+                )
                 return
             level = probe_level(res["exit_code"], res["outcome"])
             if level == "ok":  # nothing to do: no model call, nothing spent
                 await settle(s, due, kind="probe", level="ok", summary="the probe found nothing", probe=probe)
                 return
-        if await over_cap(s):
+        if await over_cap(s):  # (a cap lowered since the last run) paused now: this run is not made
+            await settle(s, due, kind="skipped", level="ok", summary="not run: its daily cost cap is reached")
             return
         session = await run_session(s, due)
         meta = {"aos_schedule": {"id": s.id, "due": due.isoformat(), "level": level}}
@@ -381,7 +384,6 @@ async def over_cap(s: Sched) -> bool:
     if cap is None or spent < float(cap):
         return False
     until = next_midnight(clock.now(), s.when.tz)
-    s.running = None
     await pause(
         s,
         f"its daily cost cap of ${float(cap):.4f} is reached (${spent:.4f} spent today)",
@@ -401,8 +403,11 @@ async def settle(
     cost: float = 0.0,
     tokens: int = 0,
     extra: dict[str, Any] | None = None,
+    then_pause: tuple[str, datetime | None] | None = None,
 ) -> None:
-    """Record how a run ended, raise its alert, and move the schedule on."""
+    """Record how a run ended, raise its alert, pause the schedule if it must (``then_pause``:
+    the reason and until when; or its daily cap is reached), and only then let it run again:
+    a tick in between must not start a run the pause would have stopped."""
     not_this_run = s.running is None or s.running.get("due") != due.isoformat()
     if not_this_run and s.last_due is not None and s.last_due >= due:
         return  # settled already (heard twice: the event, and the sweep)
@@ -428,13 +433,18 @@ async def settle(
         **(extra or {}),
     }
     await log(s, "schedule.done", body, due.isoformat())
-    s.last_due, s.running = due, None
+    s.last_due = due
     s.last = {"at": body["at"], "level": level, "summary": body["summary"], "kind": kind}
-    if level != "ok":
-        await alert(s, due, level, summary, extra or {})
-    if kind == "model":
-        await over_cap(s)
-    poke()
+    try:
+        if level != "ok":
+            await alert(s, due, level, summary, extra or {})
+        if then_pause is not None:
+            await pause(s, then_pause[0], until=then_pause[1])
+        elif kind == "model":
+            await over_cap(s)
+    finally:
+        s.running = None
+        poke()
 
 
 async def alert(s: Sched, due: datetime, level: str, summary: str, extra: dict[str, Any]) -> None:
@@ -564,10 +574,14 @@ async def ended(dispatch_id: str, status: str, reply: str | None, usage: dict[st
         cost=cost,
         tokens=tokens,
         extra=extra,
+        # A budget said no: no use asking again before tomorrow.
+        then_pause=(
+            f"the model call was refused ({error or 'by a gate'})",
+            next_midnight(clock.now(), s.when.tz),
+        )
+        if status == "refused"
+        else None,
     )
-    if status == "refused":  # a budget said no: no use asking again before tomorrow
-        until = next_midnight(clock.now(), s.when.tz)
-        await pause(s, f"the model call was refused ({error or 'by a gate'})", until=until)
 
 
 async def last_said(session: str, dispatch_id: str, kind: str, key: str) -> str | None:
