@@ -164,8 +164,8 @@ def main() -> None:
             print(
                 f"| {name} | {rate:.1f} | {rate / one:.2f}x | {statistics.median(ms):.1f} | {pct(ms, 0.99):.1f} |"
             )
-        # Only the first kernel is left to take over (a follower sees the facts its own kernel
-        # writes: streams across kernels are not there yet).
+        # Only the first kernel is left to take over: the time measured is its own, not that of
+        # an announcement from another kernel.
         subprocess.run([*AOS, "stop"], env={**full, "AOS_HOME": str(home_c)}, capture_output=True)
         from_kill, from_beat = takeover(base, a_sock, {**full, **env}, args.ttl, args.kills)
         print(

@@ -175,3 +175,40 @@ def test_a_killed_kernel_is_taken_over_by_another_within_its_ttl(
             os.killpg(b.pid, signal.SIGKILL)
             b.wait(10)
         run_aos("stop", env=env_a)
+
+
+def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """`history --follow` (history.subscribe) on A, of a session whose dispatch runs on B: every
+    fact, in order, as B writes them (LISTEN/NOTIFY between the kernels, facts read back from
+    history)."""
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+
+        def both_counted() -> bool:  # each kernel has beaten since both started: each counts the other
+            kernels = call(home, "system.status")["kernels"]
+            started = max(datetime.fromisoformat(k["started_at"]) for k in kernels)
+            return all(datetime.fromisoformat(k["heartbeat_at"]) > started for k in kernels)
+
+        wait_until("both heartbeats to count the other kernel", both_counted, TTL)
+        model.add({"bash": "echo one; echo two"}, {"text": "done on B"})
+        seen: list[dict[str, Any]] = []
+        with SyncClient(home / "run" / "kernel.sock", timeout=30) as follow:
+            follow.call("history.subscribe", {"session": sid, "after_seq": 0})
+            call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+            for note in follow.notifications():
+                seen.append(note.params["fact"])
+                if seen[-1]["kind"] == "dispatch.end":
+                    break
+        stored = call(home, "history.list", {"session": sid})["facts"]
+        assert [f["seq"] for f in seen] == [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
+        assert [f["kind"] for f in seen][-1] == "dispatch.end" and seen[-2]["body"]["text"] == "done on B"
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)

@@ -220,13 +220,16 @@ class LeaseStore(StoreBase):
                 )
         return gone
 
-    async def kernel_heartbeat(self, kernel_id: str) -> bool:
-        """Say this kernel lives; False if its row says it stopped (or is gone)."""
+    async def kernel_heartbeat(self, kernel_id: str) -> int | None:
+        """Say this kernel lives; returns how many other kernels live (None: its row says it
+        stopped, or is gone)."""
         row = await self._one(
-            "UPDATE kernels SET heartbeat_at = now() WHERE id = %s AND stopped_at IS NULL RETURNING id",
-            (kernel_id,),
+            "UPDATE kernels SET heartbeat_at = now() WHERE id = %s AND stopped_at IS NULL"
+            " RETURNING (SELECT count(*) FROM kernels k WHERE k.id <> %s AND k.stopped_at IS NULL"
+            "  AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s))::int AS peers",
+            (kernel_id, kernel_id),
         )
-        return row is not None
+        return None if row is None else int(row["peers"])
 
     async def kernel_stopped(self, kernel_id: str) -> None:
         await self._exec(

@@ -40,6 +40,7 @@ from . import models as m
 from .dispatch import Dispatcher
 from .gateway import Gateway
 from .hooks import Ask, HookBus, Reject
+from .peers import Peers
 from .runtime_log import RuntimeLog
 from .streams import Streams, Subscription
 from .syscalls import SYSCALLS, CallerKind, check_caller
@@ -122,6 +123,7 @@ class Kernel:
         self.id = f"k_{secrets.token_hex(6)}"
         self.streams = Streams(store)
         self.runtime_log = RuntimeLog(store, self.id)
+        self.peers = Peers(self)
         #: AOS_LOG_LEVEL=debug: each syscall, hook call, model call and command is logged too.
         self.debug = debug_enabled()
         self.connections = 0
@@ -164,6 +166,10 @@ class Kernel:
             await kernel.gateway.start()
             await kernel.register()
             heart = asyncio.create_task(kernel.heartbeat(), name="heartbeat")
+            peer_tasks = [
+                asyncio.create_task(kernel.peers.listener(), name="peers-listener"),
+                asyncio.create_task(kernel.peers.announcer(), name="peers-announcer"),
+            ]
             await kernel.services.sync()
             await kernel.dispatcher.start_background()
             yield kernel
@@ -177,9 +183,10 @@ class Kernel:
             await kernel.services.close()
             await kernel.gateway.close()
             if "heart" in locals():
-                heart.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heart
+                for task in [heart, *peer_tasks]:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 with contextlib.suppress(AosError):
                     await store.kernel_stopped(kernel.id)
             await kernel.hooks.wait_events()
@@ -217,8 +224,12 @@ class Kernel:
         interval = self.dispatcher.ttl / 3
         while True:
             try:
-                if not await self.store.kernel_heartbeat(self.id):
+                peers = await self.store.kernel_heartbeat(self.id)
+                if peers is None:
                     log.error("kernel.heartbeat_refused", kernel=self.id, why="its row says it stopped")
+                elif peers != self.peers.count:
+                    log.info("kernel.peers", kernel=self.id, alive=peers)
+                    self.peers.count = peers  # facts are announced to other kernels while > 0
                 await asyncio.sleep(interval)
             except AosError as exc:
                 log.warning("kernel.heartbeat_failed", kernel=self.id, error=exc.message)
@@ -438,7 +449,9 @@ class Kernel:
         idempotency_key: str,
         created_at: Any,
     ) -> None:
-        """Wake the session's subscribers with a fact that was just stored."""
+        """Wake the session's subscribers with a fact that was just stored (and those on other
+        kernels: :mod:`.peers`)."""
+        self.peers.stored(session_id, seq)
         if self.streams.watched(session_id):
             fact = m.Fact(
                 session_id=session_id,

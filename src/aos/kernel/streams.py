@@ -76,6 +76,17 @@ class Streams:
                 sub.pending_live.append(event)
                 sub.wake.set()
 
+    def sessions(self) -> list[str]:
+        """The sessions someone follows."""
+        return list(self._watchers)
+
+    def nudge(self, session_id: str, seq: int) -> None:
+        """Another kernel stored ``seq`` of ``session_id``: followers read up to it from history."""
+        for sub in self._watchers.get(session_id, ()):
+            if seq > sub.latest:
+                sub.latest = seq
+                sub.wake.set()
+
     def offer(self, session_id: str, fact: dict[str, Any]) -> None:
         """Hand a fact that was just stored to the session's subscriptions."""
         for sub in self._watchers.get(session_id, ()):
