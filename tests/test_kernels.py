@@ -212,3 +212,52 @@ def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
     finally:
         run_aos("stop", env=env_b)
         run_aos("stop", env=env_a)
+
+
+def test_approve_and_interrupt_from_another_kernel(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """A person on kernel A decides an approval, and interrupts a run, of a dispatch on kernel B."""
+    guarded = {
+        **CONFIG,
+        "skills": {"disabled": ["aos-a2a", "aos-frontend", "aos-schedule", "aos-budget", "aos-router"]},
+    }
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    (other_home / "aoscb.json").write_text(json.dumps({**guarded, "limits": {"lease_ttl_s": TTL}}))
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {
+            "model_params": {"api_base": model.url, "api_key": "k"},
+            "guard": {"ask": ["^echo approved-by-a"]},
+        }
+        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+        model.add({"bash": "echo approved-by-a"}, {"bash": "sleep 393"}, {"text": "never"})
+        call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+        pending = wait_until("the approval", lambda: call(home, "approval.list", {})["approvals"])
+        r = run_aos("approve", pending[0]["id"], env=env_a)  # on A; the unit waits on B
+        assert r.returncode == 0, r.stderr
+        wait_until("the command to run", lambda: live_processes_mentioning("sleep 393"), 20)
+        r = run_aos("interrupt", sid, env=env_a)
+        assert r.returncode == 0, r.stderr
+        end = wait_until(
+            "the end",
+            lambda: [
+                f
+                for f in call(home, "history.list", {"session": sid})["facts"]
+                if f["kind"] == "dispatch.end"
+            ],
+            20,
+        )[0]
+        assert end["body"]["status"] == "interrupted"
+        results = [
+            f["body"]
+            for f in call(home, "history.list", {"session": sid})["facts"]
+            if f["kind"] == "tool.result"
+        ]
+        assert results[0]["output"] == "approved-by-a\n" and results[1]["outcome"] == "interrupted"
+        assert live_processes_mentioning("sleep 393") == []
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import Conflict
@@ -34,6 +35,8 @@ class Approvals:
         self.store = store
         self.hooks = hooks
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: Told the id of an approval resolved here that no unit of this kernel waits for.
+        self.on_resolved: Callable[[str], None] | None = None
         #: Dispatch ids waiting for a human (a stopping daemon leaves them pending).
         self.waiting: set[str] = set()
 
@@ -143,4 +146,14 @@ class Approvals:
         fut = self._waiters.get(approval_id)
         if fut is not None and not fut.done():
             fut.set_result(row)
+        elif self.on_resolved is not None:
+            self.on_resolved(approval_id)  # its unit may wait on another kernel
         return row
+
+    async def resolved_elsewhere(self, approval_id: str) -> None:
+        """Another kernel resolved ``approval_id``: wake our unit waiting for it, if any."""
+        fut = self._waiters.get(approval_id)
+        if fut is not None and not fut.done():
+            row = await self.store.get_approval(approval_id)
+            if not fut.done():
+                fut.set_result(row)

@@ -308,7 +308,12 @@ class Dispatcher:
         """Stop the session's dispatch at the next step boundary (killing a running command)."""
         unit = self.units.get(session_id)
         if unit is None:
-            await self.store.get_session(session_id)
+            session = await self.store.get_session(session_id)
+            owner = session["lease_owner"] or ""
+            kernel_id, _, dispatch_id = owner.partition("/")
+            if owner and kernel_id != self.kernel_id:  # its unit runs on another kernel: tell it
+                self.kernel.peers.tell("interrupt", session_id, reason)
+                return {"session_id": session_id, "interrupted": True, "dispatch_id": dispatch_id or None}
             return {"session_id": session_id, "interrupted": False, "dispatch_id": None}
         unit.interrupt(reason=reason, cause="user")
         return {"session_id": session_id, "interrupted": True, "dispatch_id": unit.spec.dispatch_id}

@@ -130,6 +130,8 @@ class Kernel:
         self.pid = os.getpid()
         self.hooks = HookBus()
         self.dispatcher = Dispatcher(self, self.hooks)
+        # An approval resolved here whose unit waits on another kernel: tell the others.
+        self.dispatcher.approvals.on_resolved = lambda approval_id: self.peers.tell("approval", approval_id)
         self.skills = SkillIndex(skill_roots(config, paths))
         self.services = ServiceManager(self)
         self.gateway = Gateway(self)

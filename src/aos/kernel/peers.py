@@ -7,6 +7,10 @@ A kernel that hears of a seq past what its followers of that session have wakes 
 pumps read the missing facts from history, in order, with no gaps or repeats (see
 :mod:`.streams`). With no other kernel alive nothing is sent: one kernel pays nothing.
 
+Control goes the same way: an approval resolved on one kernel wakes the unit waiting for it on
+another (the decision itself is the durable row), and an interrupt asked of one kernel reaches
+the kernel whose unit runs the session.
+
 After its listening connection was lost (a database restart), a kernel wakes every followed
 session once, so facts written meanwhile are read back.
 """
@@ -39,7 +43,14 @@ class Peers:
         #: Other kernels alive at the last heartbeat: facts are announced only while there are.
         self.count = 0
         self._pending: dict[str, int] = {}
+        self._control: list[str] = []
         self._wake = asyncio.Event()
+
+    def tell(self, kind: str, *words: str) -> None:
+        """Announce a control message to every other kernel: ``approval <id>`` (resolved: its
+        waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs)."""
+        self._control.append(" ".join((kind, *words))[:4000])
+        self._wake.set()
 
     def stored(self, session_id: str, seq: int) -> None:
         """A fact was stored (and committed) here: announce it to the other kernels."""
@@ -58,7 +69,9 @@ class Peers:
                 await asyncio.sleep(_COALESCE_S)
                 self._wake.clear()
                 batch, self._pending = self._pending, {}
-                payloads = [f"{self.kernel.id} {sid} {seq}" for sid, seq in batch.items()]
+                control, self._control = self._control, []
+                payloads = [f"{self.kernel.id} fact {sid} {seq}" for sid, seq in batch.items()]
+                payloads += [f"{self.kernel.id} {c}" for c in control]
                 try:
                     if conn is None or conn.closed or conn.broken:
                         conn = await psycopg.AsyncConnection.connect(self.kernel.store.dsn, autocommit=True)
@@ -86,14 +99,25 @@ class Peers:
                     first = False
                     async for note in conn.notifies():
                         kernel_id, _, rest = note.payload.partition(" ")
-                        if kernel_id == self.kernel.id:
-                            continue
-                        session_id, _, seq = rest.partition(" ")
-                        if seq.isdigit():
-                            self.kernel.streams.nudge(session_id, int(seq))
+                        if kernel_id != self.kernel.id:
+                            await self._heard(rest)
             except psycopg.Error as exc:
                 log.warning("peers.listen_lost", error=str(exc))
                 await asyncio.sleep(1.0)
+
+    async def _heard(self, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "fact":
+            session_id, _, seq = rest.partition(" ")
+            if seq.isdigit():
+                self.kernel.streams.nudge(session_id, int(seq))
+        elif kind == "approval":
+            await self.kernel.dispatcher.approvals.resolved_elsewhere(rest)
+        elif kind == "interrupt":
+            session_id, _, reason = rest.partition(" ")
+            unit = self.kernel.dispatcher.units.get(session_id)
+            if unit is not None:
+                unit.interrupt(reason=reason or "interrupted", cause="user")
 
     async def _catch_up(self) -> None:
         """Wake every followed session to its newest seq (announcements may have been missed)."""
