@@ -134,6 +134,19 @@ async def rpc(kernel: KernelUnderTest) -> AsyncIterator[RpcConnection]:
 
 
 @pytest.fixture
+def own_pg() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test's own, to stop and start (a database restart under daemons)."""
+    base = Path(tempfile.mkdtemp(prefix="aos-rs-"))
+    server = EmbeddedPostgres(base / "pg", base / "pg.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def daemon_env(home: Path, db_url: str) -> dict[str, str]:
     """Environment for an ``aos`` subprocess using this test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,19 +23,6 @@ from .procutil import live_processes_mentioning, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 TTL = 3
-
-
-@pytest.fixture
-def own_pg() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test's own, to stop and start."""
-    base = Path(tempfile.mkdtemp(prefix="aos-rs-"))
-    server = EmbeddedPostgres(base / "pg", base / "pg.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_database_restart_mid_dispatch(

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -261,3 +262,233 @@ def test_approve_and_interrupt_from_another_kernel(
     finally:
         run_aos("stop", env=env_b)
         run_aos("stop", env=env_a)
+
+
+def _ends(home: Path, sid: str) -> list[dict[str, Any]]:
+    return [f for f in call(home, "history.list", {"session": sid})["facts"] if f["kind"] == "dispatch.end"]
+
+
+def test_a_queued_dispatch_starts_once_whichever_kernel_frees_the_session(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """A wake for an agent busy on B is sent to A, then again to A and to B (as two kernels'
+    services would, recovering it): one queued dispatch, started once, by B, when B's run ends."""
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+        gate = other_home / "workspaces" / "bo" / "gate"
+        gate.parent.mkdir(parents=True)
+        os.mkfifo(gate)
+        model.add({"bash": "cat gate"}, {"text": "first done"}, {"text": "woken and done"})
+        first = call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+        wait_until("B's command", lambda: live_processes_mentioning("cat gate"))
+        wake = {"session": sid, "message": "wake up", "request_id": "a2a:m_1", "if_busy": "queue"}
+        queued = call(home, "session.dispatch", wake)
+        assert queued["delivery"] == "queued" and not queued["duplicate"]
+        # Sent again, to either kernel: the same dispatch, nothing more queued.
+        for h in (home, other_home):
+            again = call(h, "session.dispatch", wake)
+            assert again["duplicate"] and again["dispatch_id"] == queued["dispatch_id"]
+        # A steer typed on A for B's run cannot reach it: it is queued, not lost.
+        steer = call(home, "session.dispatch", {"session": sid, "message": "and this"})
+        assert steer["delivery"] == "queued"
+        model.add({"text": "and this, done"})
+        gate.write_text("go\n")
+        wait_until("three runs", lambda: len(_ends(home, sid)) == 3, 30)
+        ids = [f["meta"]["dispatch_id"] for f in _ends(home, sid)]
+        assert ids == [first["dispatch_id"], queued["dispatch_id"], steer["dispatch_id"]]
+        inputs = [
+            f["body"]["text"]
+            for f in call(home, "history.list", {"session": sid})["facts"]
+            if f["kind"] == "message" and f["role"] == "user"
+        ]
+        assert inputs == ["work on B", "wake up", "and this"], "each started once, in order"
+        row = call(home, "dispatch.get", {"dispatch": queued["dispatch_id"]})
+        assert row["status"] == "done" and row["kernel_id"] == first_kernel(other_home)
+        again = call(home, "session.dispatch", wake)  # after it ran: still that one
+        assert again["duplicate"] and again["delivery"] == "started"
+        assert len(_ends(home, sid)) == 3
+        assert call(home, "system.status")["queue"] == []
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)
+
+
+def first_kernel(home: Path) -> str:
+    return str(call(home, "system.status")["kernel_id"])
+
+
+def test_an_agent_whose_kernel_is_down_waits_for_it_visibly(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """An agent's workspace is on B. With B stopped, a dispatch asked of A waits (it would run in
+    an empty folder on A), `aos status` says for what; when B is back, B runs it in its folder."""
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+    try:
+        bo = call(
+            other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings}
+        )
+        b_name = call(other_home, "system.status")["kernel_name"]
+        assert bo["placement"] == b_name == f"{os.uname().nodename}:{other_home}"
+        ws = other_home / "workspaces" / "bo"
+        ws.mkdir(parents=True)
+        (ws / "notes.txt").write_text("kept on B\n")
+        sid = call(home, "session.create", {"agent": "bo"})["id"]
+        assert run_aos("stop", env=env_b).returncode == 0
+        r = run_aos("send", sid, "read your notes", env=env_a)
+        assert r.returncode == 0, r.stderr
+        assert f"bo runs on kernel {b_name}" in r.stdout, r.stdout
+        shown = run_aos("status", env=env_a).stdout
+        assert f"1 dispatch(es) for kernel {b_name}" in shown and "(that kernel is not running)" in shown, (
+            shown
+        )
+        assert "WARNING" in shown and "aos agent update" in shown
+        queued = [
+            f for f in call(home, "history.list", {"session": sid})["facts"] if f["kind"] == "message.queued"
+        ]
+        assert queued[0]["meta"]["waiting_for"] == b_name
+        assert not _ends(home, sid), "nothing ran on A"
+        model.add({"bash": "pwd; cat notes.txt"}, {"text": "read"})
+        assert run_aos("start", env=env_b).returncode == 0
+        wait_until("B to run it", lambda: _ends(home, sid), 30)
+        out = next(
+            f["body"]["output"]
+            for f in call(home, "history.list", {"session": sid})["facts"]
+            if f["kind"] == "tool.result"
+        )
+        assert out == f"{ws}\nkept on B\n", "in its own folder, on B"
+        assert call(home, "system.status")["queue"] == []
+        # Placed anywhere (its workspace on shared storage): A runs it at once.
+        call(home, "agent.update", {"agent": "bo", "placement": "any", "workspace": str(ws)})
+        model.add({"text": "on A"})
+        started = call(home, "session.dispatch", {"session": sid, "message": "again"})
+        assert started["delivery"] == "started"
+        row = wait_until(
+            "A's run",
+            lambda: (d := call(home, "dispatch.get", {"dispatch": started["dispatch_id"]}))["ended_at"] and d,
+        )
+        assert row["kernel_id"] == first_kernel(home)
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)
+
+
+def all_counted(home: Path, n: int) -> bool:
+    """``n`` kernels live, and each has beaten since the last started: each counts the others."""
+    kernels = [k for k in call(home, "system.status")["kernels"] if k["state"] == "alive"]
+    if len(kernels) != n:
+        return False
+    started = max(datetime.fromisoformat(k["started_at"]) for k in kernels)
+    return all(datetime.fromisoformat(k["heartbeat_at"]) > started for k in kernels)
+
+
+@pytest.mark.timeout(300)
+def test_three_kernels_survive_a_kill_and_a_database_restart(
+    home: Path, other_home: Path, own_pg: Any, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """The done-when of several kernels: A, B and C (C in a PID namespace of its own) share one
+    PostgreSQL. C is killed mid-command with a wake queued behind it, then the database restarts
+    under a command on B. Nothing dangles, nothing runs twice, and a follower on A sees every
+    fact, in order, from all three."""
+    third = Path(tempfile.mkdtemp(prefix="aos-home-c-"))
+    shared = Path(tempfile.mkdtemp(prefix="aos-shared-"))  # the agent's workspace, on "shared storage"
+    base = {**daemon_env, "AOS_DB_URL": own_pg.dsn("postgres")}
+    env_a, env_b, env_c = (env_for(h, base) for h in (home, other_home, third))
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    c = start_in_pid_namespace(third, env_c)
+    seen: list[dict[str, Any]] = []
+    follower: threading.Thread | None = None
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        agent = {"name": "cy", "model": "openai/scripted", "settings": settings, "placement": "any"}
+        call(home, "agent.create", {**agent, "workspace": str(shared)})
+        sid = call(home, "session.create", {"agent": "cy"})["id"]
+        wait_until("three kernels counting each other", lambda: all_counted(home, 3), 3 * TTL)
+        subscribed = threading.Event()
+
+        def follow() -> None:
+            with SyncClient(home / "run" / "kernel.sock", timeout=120) as f:
+                f.call("history.subscribe", {"session": sid, "after_seq": 0})
+                subscribed.set()
+                for note in f.notifications():
+                    seen.append(note.params["fact"])
+                    if sum(x["kind"] == "dispatch.end" for x in seen) == 4:
+                        return
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        assert subscribed.wait(30)
+        for name in ("started", "started2"):
+            os.mkfifo(shared / name)
+
+        # 1. C runs a command; a wake for the agent is queued behind it, sent to B and to A.
+        model.add({"bash": "echo go > started; sleep 391"}, {"text": "woken after C"})
+        on_c = call(third, "session.dispatch", {"session": sid, "message": "work on C"})
+        (shared / "started").read_text()
+        wake = {"session": sid, "message": "wake", "request_id": "a2a:m_3", "if_busy": "queue"}
+        queued = call(other_home, "session.dispatch", wake)
+        assert queued["delivery"] == "queued"
+        assert call(home, "session.dispatch", wake)["duplicate"]
+        os.killpg(c.pid, signal.SIGKILL)  # C and everything in its namespace
+        c.wait(10)
+        killed = time.monotonic()
+        crash = wait_until("C's run closed", lambda: _ends(home, sid), TTL + 10)[0]
+        assert time.monotonic() - killed <= TTL + 2, "taken over within the ttl + 2 s"
+        assert crash["body"]["status"] == "crashed" and crash["meta"]["dispatch_id"] == on_c["dispatch_id"]
+        wait_until("the wake's run", lambda: len(_ends(home, sid)) == 2, 20)
+        assert live_processes_mentioning("sleep 391") == []
+
+        # 2. The database restarts under a command on B.
+        model.add({"bash": "echo go > started2; sleep 392"})
+        on_b = call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+        (shared / "started2").read_text()
+        own_pg.stop()
+        wait_until("B's command stopped", lambda: live_processes_mentioning("sleep 392") == [], TTL + 2)
+        own_pg.start()
+        wait_until("B's run closed", lambda: len(_ends(home, sid)) == 3, TTL + 15)
+
+        # 3. Any kernel runs the agent again; the follower on A has everything.
+        model.add({"text": "all good"})
+        last = call(home, "session.dispatch", {"session": sid, "message": "still there?"})
+        follower.join(30)
+        assert not follower.is_alive(), f"the follower on A saw {len(seen)} facts"
+        stored = call(home, "history.list", {"session": sid})["facts"]
+        assert [f["seq"] for f in seen] == [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
+        ends = [f for f in stored if f["kind"] == "dispatch.end"]
+        ids = [f["meta"]["dispatch_id"] for f in ends]
+        assert ids == [on_c["dispatch_id"], queued["dispatch_id"], on_b["dispatch_id"], last["dispatch_id"]]
+        assert [f["body"]["status"] for f in ends][1::2] == ["done", "done"]
+        inputs = [f["body"]["text"] for f in stored if f["kind"] == "message" and f["role"] == "user"]
+        assert inputs == ["work on C", "wake", "work on B", "still there?"], "nothing ran twice"
+        started = {f["body"]["call_id"] for f in stored if f["kind"] == "tool.started"}
+        results = {f["body"]["call_id"] for f in stored if f["kind"] == "tool.result"}
+        assert started and started <= results, "no tool.started without its result"
+        for d in ids:
+            assert call(home, "dispatch.get", {"dispatch": d})["status"] not in (
+                "running",
+                "waiting_approval",
+            )
+        assert call(home, "session.get", {"session": sid})["lease_owner"] is None
+        st = call(home, "system.status")
+        assert st["queue"] == [] and sorted(k["state"] for k in st["kernels"])[:3] == [
+            "alive",
+            "alive",
+            "dead",
+        ]
+        assert live_processes_mentioning("sleep 39") == []
+    finally:
+        if c.poll() is None:
+            os.killpg(c.pid, signal.SIGKILL)
+            c.wait(10)
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)
+        shutil.rmtree(third, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -155,7 +155,7 @@ async def test_a_queued_message_starts_its_own_dispatch_when_the_running_one_end
     inputs = [f for f in follow.facts if f["kind"] == "message" and f["role"] == "user"]
     assert inputs[-1]["body"]["text"] == "then two" and inputs[-1]["meta"]["queued_seq"] == queued["seq"]
     # Its dispatch is not started twice: nothing is left queued.
-    assert await kernel.store.queued_messages(sid) == []
+    assert await kernel.store.queue_waiting() == []
 
 
 async def test_a_queued_message_that_cannot_start_says_why_and_the_next_one_runs(
@@ -191,7 +191,7 @@ async def test_a_queued_message_that_cannot_start_says_why_and_the_next_one_runs
     assert end["body"]["status"] == "done"
     texts = [f["body"]["text"] for f in follow.facts if f["kind"] == "message" and f["role"] == "user"]
     assert texts == ["one", "three"]
-    assert await kernel.store.queued_messages(sid) == []
+    assert await kernel.store.queue_waiting() == []
 
 
 async def test_dispatch_get_counts_steps_while_it_runs(

@@ -6,8 +6,9 @@
   that aos-context shows at the recipient's next step; ``--wake`` starts a dispatch of the
   recipient now, its message as the input, and when that dispatch ends its answer is appended to
   the sender's session (``a2a.reply``).
-- A wake to a busy agent is recorded at once (``queued``) and started when its run ends, or, after
-  a restart, by ``recover`` when the service starts.
+- A wake to a busy agent is queued by the kernel (``session.dispatch`` with ``if_busy: queue``
+  and the message's id as ``request_id``): a durable row started once, when its run ends,
+  whichever kernel ends it, and never twice however often the wake is sent or recovered.
 - A wake started by a dispatch that was itself woken counts one more hop; past ``max_hops`` the
   send is refused, so two agents cannot wake each other forever.
 - Channels are sessions of the ``a2a-channels`` agent (never dispatched), one per channel, posts
@@ -32,7 +33,7 @@ from typing import Any
 import jsonschema
 
 from aos_sdk import define_service
-from aos_sdk.errors import AosError, Conflict, InvalidParams, NotFound, SessionBusy
+from aos_sdk.errors import AosError, Conflict, InvalidParams, NotFound
 
 SKILL = "aos-a2a"
 CHANNELS = "a2a-channels"
@@ -41,7 +42,6 @@ MODES = ("silent", "notify", "wake")
 
 _settings: dict[str, Any] | None = None
 _waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-_queued: dict[str, list[dict[str, Any]]] = {}  # recipient session -> wakes waiting for it to be free
 
 
 def kernel() -> Any:
@@ -184,7 +184,8 @@ def notice(msg: dict[str, Any]) -> str:
 
 
 async def pending_wakes(session: str) -> list[dict[str, Any]]:
-    """Queued wakes of ``session`` whose run has not started (no input message carries their id)."""
+    """Wakes queued by an older aos-a2a (``a2a.message`` facts marked ``queued``, kept by this
+    service) whose run has not started (no input message carries their id)."""
     queued = [
         f
         for f in (
@@ -213,12 +214,41 @@ async def pending_wakes(session: str) -> list[dict[str, Any]]:
     ]
 
 
+async def wait_reply(
+    fut: asyncio.Future[dict[str, Any]], session: str, msg_id: str, timeout: float
+) -> dict[str, Any]:
+    """The reply to a wake: handed over by this service's ``dispatch.after`` when the woken run
+    ended on this kernel, or read from the sender's session (its ``a2a.reply`` fact) when it ran
+    on another kernel, whose aos-a2a wrote it there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), min(0.5, max(0.0, deadline - loop.time())))
+        except TimeoutError:
+            facts = (
+                await kernel().call(
+                    "history.list", {"session": session, "limit": 10000, "kinds": ["a2a.reply"]}
+                )
+            )["facts"]
+            for f in facts:
+                if str((f.get("body") or {}).get("id")) == msg_id:
+                    return {k: v for k, v in f["body"].items() if k != "notice"}
+            if loop.time() >= deadline:
+                raise
+
+
 async def start_wake(session: str, msg: dict[str, Any]) -> dict[str, Any]:
     meta = {"a2a": {k: msg[k] for k in ("id", "from", "from_session", "hops", "origin") if k in msg}}
-    params = {"session": session, "message": wake_text(msg), "meta": meta, "if_busy": "refuse"}
+    params = {
+        "session": session,
+        "message": wake_text(msg),
+        "meta": meta,
+        "if_busy": "queue",  # busy: the kernel's queue starts it when the run ends
+        "request_id": f"a2a:{msg['id']}",  # once, whoever sends or recovers it
+    }
     if msg.get("payer"):  # the chain's initiator pays for the run it caused (aos-budget)
         params["payer"] = msg["payer"]
-    # Busy: this service keeps its own queue (a reply is routed per woken dispatch).
     return dict(await kernel().call("session.dispatch", params))
 
 
@@ -288,16 +318,22 @@ def service() -> dict[str, Any]:
             if mode == "wake":
                 if args.get("wait_s"):
                     _waiters[msg["id"]] = asyncio.get_running_loop().create_future()
-                try:
-                    started = await start_wake(session, msg)
-                    receipt.update(seq=started["seq"], dispatch=started["dispatch_id"], state="woken")
-                except SessionBusy:
-                    # Busy: record it now, start it when the current run ends.
-                    receipt["seq"] = await append(
-                        session, "a2a.message", {**msg, "queued": True}, f"a2a:{msg['id']}"
+                started = await start_wake(session, msg)
+                receipt.update(seq=started["seq"], dispatch=started["dispatch_id"], state="woken")
+                if started.get("waiting_for"):
+                    receipt["state"] = (
+                        f"queued: {agent['name']} runs on kernel {started['waiting_for']}, which starts it"
                     )
-                    _queued.setdefault(session, []).append(msg)
+                elif started["delivery"] == "queued":
                     receipt["state"] = "queued: the agent is busy; it is woken when its current run ends"
+                if started["delivery"] == "queued" and not started.get("duplicate"):
+                    # In its inbox meanwhile, like any message (the kernel's queue starts it).
+                    await append(
+                        session,
+                        "a2a.message",
+                        {**msg, "queued_as": started["dispatch_id"]},
+                        f"a2a:{msg['id']}",
+                    )
             else:
                 body = {**msg, "notice": notice(msg)} if mode == "notify" else msg
                 receipt["seq"] = await append(session, "a2a.message", body, f"a2a:{msg['id']}")
@@ -314,7 +350,7 @@ def service() -> dict[str, Any]:
                 if fut is None:
                     continue
                 try:
-                    replies.append(await asyncio.wait_for(fut, timeout))
+                    replies.append(await wait_reply(fut, str(caller["session_id"]), str(r["id"]), timeout))
                 except TimeoutError:
                     replies.append({"from": r["to"], "text": None, "status": "no reply yet"})
                 finally:
@@ -363,15 +399,6 @@ def service() -> dict[str, Any]:
             else:
                 body["notice"] = f"[a2a reply from {agent['name']} to your message {a2a['id']}]\n{text}"
             await append(str(a2a["from_session"]), "a2a.reply", body, f"a2a-reply:{a2a['id']}")
-        queue = _queued.get(session)
-        if queue:
-            msg = queue.pop(0)
-            if not queue:
-                _queued.pop(session, None)
-            try:
-                await start_wake(session, msg)
-            except SessionBusy:
-                _queued.setdefault(session, []).insert(0, msg)
 
     async def inbox(args: dict[str, Any], caller: dict[str, Any]) -> Any:
         """Messages and replies to you, newest first; --all includes ones already shown."""
@@ -564,17 +591,15 @@ def service() -> dict[str, Any]:
         raise InvalidParams("schema actions: list, show, add")
 
     async def recover() -> None:
-        """Wakes queued before a restart: start those whose run never began."""
+        """Wakes an older aos-a2a queued in its own memory: into the kernel's queue, once."""
         for a in (await kernel().call("agent.list", {}))["agents"]:
             if a["name"] == CHANNELS:
                 continue
             for s in (await kernel().call("session.list", {"agent": a["id"], "limit": 5}))["sessions"]:
                 for msg in await pending_wakes(str(s["id"])):
-                    try:
-                        await start_wake(str(s["id"]), msg)
+                    started = await start_wake(str(s["id"]), msg)
+                    if not started.get("duplicate"):
                         print(f"recovered queued wake {msg['id']} for {a['name']}", flush=True)
-                    except SessionBusy:
-                        _queued.setdefault(str(s["id"]), []).append(msg)
 
     return {
         "hooks": {"dispatch.after": after},

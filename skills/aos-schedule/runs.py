@@ -10,6 +10,13 @@ Where things live:
   whose dispatch still runs is awaited, one that never got as far as its dispatch, or that the
   daemon's stop cut off, runs again.
 
+With several kernels on one database, each runs this service, and each runs the schedules of
+the agents it runs (``runs_here`` of ``agent.list``: their home kernel, or for agents that may
+run anywhere the first live kernel by name). When that kernel dies another takes them at its next
+sweep, and a run the dead one left unfinished runs again from the log. Every run's dispatch
+carries a request id (schedule, due time, attempt), so a run is dispatched once even while two
+kernels briefly both think it theirs.
+
 The clock is the system's, or the time written in the file ``$AOS_SCHEDULE_CLOCK`` (tests move
 it to simulate days going by; each change of that file is a tick).
 """
@@ -244,6 +251,8 @@ async def load() -> None:
     """Read every agent's schedules; keep the state of those already known."""
     seen: set[str] = set()
     for a in (await kernel().call("agent.list", {}))["agents"]:
+        if a.get("runs_here") is False:
+            continue  # another kernel runs this agent's schedules
         for sid, d in ((a.get("settings") or {}).get("schedules") or {}).items():
             if not isinstance(d, dict) or "log" not in d:
                 continue
@@ -321,7 +330,13 @@ async def fire(s: Sched, due: datetime, missed: int = 0, *, attempt: int = 1, by
         meta = {"aos_schedule": {"id": s.id, "due": due.isoformat(), "level": level}}
         started = await kernel().call(
             "session.dispatch",
-            {"session": session, "message": message(s, probe, missed), "meta": meta, "if_busy": "queue"},
+            {
+                "session": session,
+                "message": message(s, probe, missed),
+                "meta": meta,
+                "if_busy": "queue",
+                "request_id": f"schedule:{s.id}:{key}",  # once, whichever kernel runs it
+            },
         )
         s.running.update(dispatch_id=started["dispatch_id"], session=session, probe=probe)
         _inflight[started["dispatch_id"]] = s.id
@@ -462,13 +477,13 @@ async def alert(s: Sched, due: datetime, level: str, summary: str, extra: dict[s
     target = s.d.get("alert_to")
     if level == "alert" and target:
         try:
-            body["woke"] = await wake(s, str(target), agent_name, summary)
+            body["woke"] = await wake(s, due, str(target), agent_name, summary)
         except AosError as exc:
             body["wake_failed"] = exc.message
     await log(s, "schedule.alert", body, due.isoformat())
 
 
-async def wake(s: Sched, target: str, agent_name: str, summary: str) -> dict[str, Any]:
+async def wake(s: Sched, due: datetime, target: str, agent_name: str, summary: str) -> dict[str, Any]:
     """Dispatch ``target`` with the alert, in its newest session; the schedule's agent pays."""
     agent = await kernel().call("agent.get", {"agent": target})
     got = await kernel().call("session.list", {"agent": agent["id"], "limit": 1})
@@ -490,6 +505,7 @@ async def wake(s: Sched, target: str, agent_name: str, summary: str) -> dict[str
             "meta": {"aos_schedule_alert": {"schedule": s.id, "from": agent_name}},
             "payer": s.agent_id,
             "if_busy": "queue",
+            "request_id": f"schedule-alert:{s.id}:{due.isoformat()}:{target}",
         },
     )
     return {"agent": agent["name"], "session": session, "dispatch_id": started["dispatch_id"]}

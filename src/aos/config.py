@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
         "content_cap_bytes": 8 * 1024 * 1024,
     },
     "ui": {"port": 8765},
+    # Among kernels sharing one database (docs/deployment.md): this kernel's stable name (default
+    # host:home), and whether its workspaces folder is storage every kernel mounts at one path
+    # (then its agents may run on any kernel; else on the kernel that holds their files).
+    "kernel": {"name": None, "shared_workspaces": False},
     # Agent commands run under bubblewrap: auto (when it works), required, or off. See docs/sandbox.md.
     "sandbox": {
         "mode": "auto",
@@ -188,7 +192,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 #: Sections whose keys AOS knows in full: any other key there is a mistake.
-_CLOSED = ("limits", "skills", "context", "a2a", "ui", "sandbox", "sandbox.limits")
+_CLOSED = ("limits", "skills", "context", "a2a", "ui", "kernel", "sandbox", "sandbox.limits")
 
 
 def unknown_keys(data: dict[str, Any], where: str) -> list[str]:
@@ -242,6 +246,14 @@ def load_config(paths: Paths) -> Config:
     cfg = Config(data, sources, warnings)
     for name in DEFAULTS["limits"]:
         cfg.limit(name)
+    kernel = data.get("kernel") or {}
+    name = kernel.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip() or name in ("any", "here")):
+        raise ConfigError(f"kernel.name must be a non-empty string other than any and here, got {name!r}")
+    if not isinstance(kernel.get("shared_workspaces", False), bool):
+        raise ConfigError(
+            f"kernel.shared_workspaces must be true or false, got {kernel['shared_workspaces']!r}"
+        )
     if data.get("model_client") not in ("auto", "litellm"):
         raise ConfigError(f"model_client must be auto or litellm, got {data.get('model_client')!r}")
     from .loop.sandbox import SandboxError, resolve_settings

@@ -210,6 +210,11 @@ def _delivered(started: dict[str, Any], agent: str) -> str:
     did, sid = started["dispatch_id"], started["session_id"]
     if started["delivery"] == "steered":
         return f"{agent} is working on {sid}: your message joins dispatch {did}; it reads it at its next step"
+    if started.get("waiting_for"):
+        return (
+            f"{agent} runs on kernel {started['waiting_for']}: dispatch {did} waits for it there"
+            " (aos status shows whether that kernel is running)"
+        )
     if started["delivery"] == "queued":
         return f"{agent} is working on {sid}: dispatch {did} runs your message when it is done"
     return f"dispatched {did} in session {sid}; follow it with: aos history {sid} --follow"

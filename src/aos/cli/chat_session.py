@@ -254,6 +254,10 @@ class Chat:
             return
         if res["delivery"] == "steered":
             self.say("  (the agent reads this at its next step)")
+        elif res.get("waiting_for"):
+            self.say(
+                f"  (waiting: this agent runs on kernel {res['waiting_for']}; dispatch {res['dispatch_id']})"
+            )
         elif res["delivery"] == "queued":
             self.say(f"  (queued: dispatch {res['dispatch_id']} runs it after this one)")
         else:

@@ -258,9 +258,16 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         for k in kernels:
             me = "  (this one)" if k["id"] == st.get("kernel_id") else ""
             age = f"heartbeat {k['heartbeat_age_s']:.1f} s ago" if k["state"] != "stopped" else "stopped"
-            echo(f"    {k['id']}  {k['state']:<7} {k['host']} pid {k['pid']}  {k['home']}  {age}{me}")
+            name = k.get("name") or f"{k['host']}:{k['home']}"
+            echo(f"    {k['id']}  {k['state']:<7} {name}  pid {k['pid']}  {age}{me}")
     else:
-        echo(f"  kernel     {st.get('kernel_id')} (the only one on this database)")
+        echo(
+            f"  kernel     {st.get('kernel_id')} {st.get('kernel_name', '')} (the only one on this database)"
+        )
+    for q in st.get("queue") or []:
+        where = "any kernel" if q["placement"] == "any" else f"kernel {q['placement']}"
+        state = "" if q["runnable"] else "  (that kernel is not running)"
+        echo(f"  queued     {q['waiting']} dispatch(es) for {where}, oldest {duration(q['oldest_s'])}{state}")
     return EXIT_OK
 
 

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace",
         help="bash working folder (default $AOS_HOME/workspaces/<name>; a relative path is taken from here)",
     )
+    x.add_argument(
+        "--placement",
+        metavar="KERNEL|any|here",
+        help="with several kernels on one database: the kernel that runs it (the one holding its"
+        " workspace), or any when workspaces are shared storage (default: kernel.shared_workspaces)",
+    )
     x = asub.add_parser(
         "set",
         parents=[common],
@@ -95,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--instructions-file", help="read the instructions from a file")
     x.add_argument("--display-name")
     x.add_argument("--workspace", help="bash working folder (a relative path is taken from here)")
+    x.add_argument(
+        "--placement",
+        metavar="KERNEL|any|here",
+        help="with several kernels on one database: move it to a kernel (copy its workspace"
+        " there first), to here (this kernel), or to any (shared workspaces)",
+    )
     for verdict, what in (("allow", "run without asking"), ("ask", "ask a person first"), ("deny", "refuse")):
         x.add_argument(
             f"--guard-{verdict}",

@@ -97,6 +97,8 @@ def _cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
                 params[key] = getattr(args, key)
         if args.workspace:
             params["workspace"] = _workspace(args.workspace)
+        if args.placement:
+            params["placement"] = args.placement
         a = rpc(paths, "agent.create", params)
         if args.json:
             emit_json(a)
@@ -129,6 +131,7 @@ def _cmd_agent(args: argparse.Namespace, paths: Paths) -> int:
                 "display_name",
                 "model",
                 "workspace",
+                "placement",
                 "status",
                 "revision",
                 "created_at",
@@ -164,6 +167,8 @@ def _agent_set(args: argparse.Namespace, paths: Paths) -> int:
             params["display_name"] = args.display_name or None
         if args.workspace is not None:
             params["workspace"] = _workspace(args.workspace) or None
+        if args.placement:
+            params["placement"] = args.placement
         settings = json.loads(json.dumps(agent.get("settings") or {}))  # a copy to change
         changed = False
         for verdict in ("allow", "ask", "deny"):
@@ -191,12 +196,18 @@ def _agent_set(args: argparse.Namespace, paths: Paths) -> int:
         if changed:
             params["settings"] = settings  # secrets left as *** keep their stored value
         if len(params) == 2:
-            raise UsageError("nothing to change: give --model, --instructions, --guard-allow, --set, …")
+            raise UsageError(
+                "nothing to change: give --model, --instructions, --placement, --guard-allow, --set, …"
+            )
         a = c.call("agent.update", params)
     if args.json:
         emit_json(a)
     else:
-        names = [k for k in ("instructions", "model", "display_name", "workspace", "settings") if k in params]
+        names = [
+            k
+            for k in ("instructions", "model", "display_name", "workspace", "placement", "settings")
+            if k in params
+        ]
         echo(f"updated agent {a['name']} (revision {a['revision']}): {', '.join(names)}")
     return EXIT_OK
 

@@ -247,7 +247,7 @@ SCHEMA_VERSION = max(v for v, _, _ in migrations())
 
 _AGENT_COLS = (
     "id, name, display_name, model, instructions, workspace, settings, status, revision, "
-    "created_at, updated_at"
+    "created_at, updated_at, placement"
 )
 _SESSION_COLS = (
     "id, agent_id, title, status, phase, settings, parent_id, forked_at_seq, lease_owner, lease_epoch, "
@@ -331,7 +331,7 @@ class StoreBase:
                 row: dict[str, Any] | None = await cur.fetchone()
                 return row
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    async def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         with _translate():
             async with self.pool.connection() as conn:
                 cur = await conn.execute(sql, params)

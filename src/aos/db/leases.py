@@ -22,6 +22,7 @@ from .base import (
     _FACT_COLS,
     _RELEASE_SQL,
     _SESSION_COLS,
+    INBOUND,
     StoreBase,
     _append_params,
     _Refused,
@@ -29,6 +30,10 @@ from .base import (
 )
 
 __all__ = ["LeaseStore"]
+
+
+class _AlreadyStarted(Exception):
+    """The queued row a dispatch would start is no longer waiting."""
 
 
 class LeaseStore(StoreBase):
@@ -67,33 +72,53 @@ class LeaseStore(StoreBase):
         dispatch_id: str,
         agent_id: str,
         model: str,
+        queued: bool = False,
     ) -> tuple[dict[str, Any], int, Any]:
         """Take the lease, append the input fact with its epoch and create the dispatch row, in one
         transaction (one commit); returns ``(session, seq, created_at)`` of the fact.
 
-        ``fact`` has ``kind``, ``role``, ``body``, ``meta`` and ``idempotency_key``.
+        ``fact`` has ``kind``, ``role``, ``body``, ``meta`` and ``idempotency_key``. ``queued``: the
+        dispatch starts a row of the dispatch queue (its id), which is marked started in the
+        same transaction.
 
         Raises:
             NotFound, Archived, SessionBusy (naming the holder); anything the fence refuses.
+            Conflict: a dispatch of that id was started already (a queued row or a request id,
+            started by this kernel or another); nothing was written.
         """
         row: dict[str, Any] | None = None
+        kernel_id = owner.partition("/")[0]
         async with self.pool.connection() as conn:
             with _translate():
-                async with conn.transaction():
-                    cur = await conn.execute(_CLAIM_SQL, (owner, ttl_s, session_id))
-                    leased = await cur.fetchone()
-                    if leased is not None:
-                        epoch = int(leased["lease_epoch"])
-                        cur = await conn.execute(
-                            _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": epoch})
-                        )
-                        row = await cur.fetchone()
-                        assert row is not None
-                        await conn.execute(
-                            "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
-                            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                            (dispatch_id, session_id, agent_id, epoch, owner, model, row["seq"]),
-                        )
+                try:
+                    async with conn.transaction():
+                        cur = await conn.execute(_CLAIM_SQL, (owner, ttl_s, session_id))
+                        leased = await cur.fetchone()
+                        if leased is not None:
+                            epoch = int(leased["lease_epoch"])
+                            if queued:
+                                cur = await conn.execute(
+                                    "UPDATE dispatch_queue SET state = 'started', started_by = %s,"
+                                    " ended_at = now() WHERE id = %s AND state = 'queued' RETURNING id",
+                                    (kernel_id, dispatch_id),
+                                )
+                                if await cur.fetchone() is None:
+                                    raise _AlreadyStarted
+                            cur = await conn.execute(
+                                _APPEND_SQL,
+                                _append_params({**fact, "session_id": session_id, "epoch": epoch}),
+                            )
+                            row = await cur.fetchone()
+                            assert row is not None
+                            await conn.execute(
+                                "INSERT INTO dispatches (id, session_id, agent_id, epoch, owner, model, input_seq)"
+                                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                (dispatch_id, session_id, agent_id, epoch, owner, model, row["seq"]),
+                            )
+                except (_AlreadyStarted, psycopg.errors.UniqueViolation) as exc:
+                    raise Conflict(
+                        f"dispatch {dispatch_id} was started already", dispatch=dispatch_id, started=True
+                    ) from exc
         if leased is None or row is None:
             await self._not_claimed(session_id)
             raise AssertionError("unreachable")
@@ -202,7 +227,7 @@ class LeaseStore(StoreBase):
         the same machine and PID namespace are over (this one holds the home's lock, so they
         cannot run): they are marked stopped at once, and their sessions taken over without
         waiting for their heartbeats to age. Returns their ids."""
-        row = {"embedded_db": False, **row}
+        row = {"embedded_db": False, "name": f"{row['host']}:{row['home']}", **row}
         with _translate():
             async with self.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
@@ -213,23 +238,24 @@ class LeaseStore(StoreBase):
                 )
                 gone = [r["id"] for r in await cur.fetchall()]
                 await conn.execute(
-                    "INSERT INTO kernels (id, host, boot_id, pid, pid_ns, home, version, ttl_s, embedded_db)"
+                    "INSERT INTO kernels (id, host, boot_id, pid, pid_ns, home, version, ttl_s, embedded_db, name)"
                     " VALUES (%(id)s, %(host)s, %(boot_id)s, %(pid)s, %(pid_ns)s, %(home)s, %(version)s,"
-                    " %(ttl_s)s, %(embedded_db)s)",
+                    " %(ttl_s)s, %(embedded_db)s, %(name)s)",
                     row,
                 )
         return gone
 
-    async def kernel_heartbeat(self, kernel_id: str) -> int | None:
-        """Say this kernel lives; returns how many other kernels live (None: its row says it
-        stopped, or is gone)."""
+    async def kernel_heartbeat(self, kernel_id: str) -> list[str] | None:
+        """Say this kernel lives; returns the names of the other kernels that live (None: its row
+        says it stopped, or is gone)."""
         row = await self._one(
             "UPDATE kernels SET heartbeat_at = now() WHERE id = %s AND stopped_at IS NULL"
-            " RETURNING (SELECT count(*) FROM kernels k WHERE k.id <> %s AND k.stopped_at IS NULL"
-            "  AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s))::int AS peers",
+            " RETURNING ARRAY(SELECT coalesce(k.name, k.id) FROM kernels k WHERE k.id <> %s"
+            "  AND k.stopped_at IS NULL AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s)"
+            "  ORDER BY 1) AS peers",
             (kernel_id, kernel_id),
         )
-        return None if row is None else int(row["peers"])
+        return None if row is None else [str(n) for n in row["peers"]]
 
     async def kernel_stopped(self, kernel_id: str) -> None:
         await self._exec(
@@ -240,7 +266,7 @@ class LeaseStore(StoreBase):
         """Kernels that live, and those that stopped or died in the last hours, newest first."""
         return await self._all(
             "SELECT id, host, boot_id, pid, pid_ns, home, version, ttl_s, started_at, heartbeat_at, stopped_at,"
-            " embedded_db,"
+            " embedded_db, coalesce(name, host || ':' || home) AS name,"
             " CASE WHEN stopped_at IS NOT NULL THEN 'stopped'"
             "  WHEN heartbeat_at > now() - make_interval(secs => ttl_s) THEN 'alive' ELSE 'dead' END AS state,"
             " extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_s"
@@ -319,19 +345,154 @@ class LeaseStore(StoreBase):
             (session_id, dispatch_id),
         )
 
-    async def queued_messages(self, session_id: str | None = None) -> list[dict[str, Any]]:
-        """``message.queued`` facts whose dispatch never started (no dispatch row, no
-        ``message.unqueued``), oldest first; of one session, or of all."""
-        where = "AND q.session_id = %s" if session_id is not None else ""
-        return await self._all(
-            f"SELECT {', '.join('q.' + c for c in _FACT_COLS.split(', '))} FROM history q"
-            " WHERE q.kind = 'message.queued' " + where + " AND NOT EXISTS"
-            " (SELECT 1 FROM dispatches d WHERE d.id = q.meta->>'queued_for') AND NOT EXISTS"
-            " (SELECT 1 FROM history u WHERE u.session_id = q.session_id AND u.kind = 'message.unqueued'"
-            "  AND u.meta->>'queued_for' = q.meta->>'queued_for')"
-            " ORDER BY q.session_id, q.seq",
-            (session_id,) if session_id is not None else (),
+    # -- the dispatch queue (migration 0010) ------------------------------------------------------
+
+    async def enqueue_dispatch(
+        self,
+        *,
+        dispatch_id: str,
+        session_id: str,
+        agent_id: str,
+        fact: dict[str, Any],
+        kernel_id: str,
+        request_id: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Queue a dispatch: its ``message.queued`` fact (inbound) and its row, in one commit.
+        Returns ``(row, created)``; ``created`` is False when a dispatch or queued row of that id
+        exists already (the same request again): nothing is written, and ``row`` says where it is
+        (``state``: queued, started or dropped, with ``seq``)."""
+        existing = await self.find_dispatch_request(dispatch_id)
+        if existing is not None:
+            return existing, False
+        try:
+            async with self.pool.connection() as conn:
+                with _translate():
+                    async with conn.transaction():
+                        cur = await conn.execute(
+                            _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": INBOUND})
+                        )
+                        stored = await cur.fetchone()
+                        assert stored is not None
+                        cur = await conn.execute(
+                            "INSERT INTO dispatch_queue (id, session_id, agent_id, seq, request_id, queued_by)"
+                            " SELECT %s, %s, %s, %s, %s, %s"
+                            " WHERE NOT EXISTS (SELECT 1 FROM dispatches WHERE id = %s)"
+                            " RETURNING id, session_id, seq, state, created_at",
+                            (
+                                dispatch_id,
+                                session_id,
+                                agent_id,
+                                stored["seq"],
+                                request_id,
+                                kernel_id,
+                                dispatch_id,
+                            ),
+                        )
+                        row = await cur.fetchone()
+                        if row is None:
+                            raise _AlreadyStarted
+                        return {
+                            **row,
+                            "epoch": stored["epoch"],
+                            "fact_created_at": stored["created_at"],
+                        }, True
+        except (_AlreadyStarted, psycopg.errors.UniqueViolation):
+            found = await self.find_dispatch_request(dispatch_id)
+            if found is None:
+                raise
+            return found, False
+
+    async def find_dispatch_request(self, dispatch_id: str) -> dict[str, Any] | None:
+        """The dispatch of this id, or its queued row: ``{id, session_id, seq, state, epoch}``
+        (state ``started`` for a dispatch), or None."""
+        return await self._one(
+            "SELECT d.id, d.session_id, d.input_seq AS seq, 'started' AS state, d.epoch FROM dispatches d"
+            " WHERE d.id = %s"
+            " UNION ALL SELECT q.id, q.session_id, q.seq, q.state, h.epoch FROM dispatch_queue q"
+            " JOIN history h ON h.session_id = q.session_id AND h.seq = q.seq"
+            " WHERE q.id = %s AND NOT EXISTS (SELECT 1 FROM dispatches WHERE id = %s) LIMIT 1",
+            (dispatch_id, dispatch_id, dispatch_id),
         )
+
+    async def claim_queued(
+        self, *, kernel_id: str, kernel_name: str, ttl_s: float, session_id: str | None = None, limit: int = 8
+    ) -> list[dict[str, Any]]:
+        """Claim the oldest queued dispatch of free sessions whose agent may run on this kernel
+        (placement null, ``any`` or its name): of one session, or of up to ``limit``. A session
+        another kernel is claiming right now is skipped (FOR UPDATE SKIP LOCKED), and a claim
+        lasts ``ttl_s``: a kernel that dies holding one lets it go. Returns the rows with their
+        fact's ``body`` and ``meta``."""
+        one = "AND q.session_id = %(sid)s" if session_id is not None else ""
+        return await self._all(
+            "WITH heads AS ("
+            " SELECT DISTINCT ON (q.session_id) q.id, q.session_id FROM dispatch_queue q"
+            f" WHERE q.state = 'queued' {one} ORDER BY q.session_id, q.seq),"
+            " free AS ("
+            " SELECT s.id FROM sessions s JOIN agents a ON a.id = s.agent_id"
+            " WHERE s.id IN (SELECT session_id FROM heads)"
+            "  AND (s.lease_owner IS NULL OR s.lease_until < now())"
+            "  AND (a.placement IS NULL OR a.placement IN ('any', %(name)s))"
+            " LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED)"
+            " UPDATE dispatch_queue q SET claimed_by = %(kernel)s,"
+            "  claimed_until = now() + make_interval(secs => %(ttl)s)"
+            " FROM heads h, free f, history m"
+            " WHERE q.id = h.id AND f.id = h.session_id AND q.state = 'queued'"
+            "  AND (q.claimed_until IS NULL OR q.claimed_until < now())"
+            "  AND m.session_id = q.session_id AND m.seq = q.seq"
+            " RETURNING q.id, q.session_id, q.agent_id, q.seq, q.request_id, m.body, m.meta",
+            {"sid": session_id, "name": kernel_name, "limit": limit, "kernel": kernel_id, "ttl": ttl_s},
+        )
+
+    async def unclaim_queued(self, dispatch_id: str, kernel_id: str) -> None:
+        """Let a claimed row go (it could not start now): any kernel may claim it again."""
+        await self._exec(
+            "UPDATE dispatch_queue SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = %s AND claimed_by = %s AND state = 'queued'",
+            (dispatch_id, kernel_id),
+        )
+
+    async def drop_queued(self, dispatch_id: str, reason: str, fact: dict[str, Any]) -> bool:
+        """Give a queued row up (it cannot start: its agent archived, a gate refused it), with its
+        ``message.unqueued`` fact, in one commit; False if it was no longer waiting."""
+        async with self.pool.connection() as conn:
+            with _translate():
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "UPDATE dispatch_queue SET state = 'dropped', reason = %s, ended_at = now()"
+                        " WHERE id = %s AND state = 'queued' RETURNING session_id",
+                        (reason, dispatch_id),
+                    )
+                    row = await cur.fetchone()
+                    if row is None:
+                        return False
+                    await conn.execute(
+                        _APPEND_SQL,
+                        _append_params({**fact, "session_id": row["session_id"], "epoch": INBOUND}),
+                    )
+        return True
+
+    async def queue_waiting(self) -> list[dict[str, Any]]:
+        """Queued dispatches by the placement of their agent: how many wait, the oldest's age,
+        and whether a live kernel may run them (``runnable``)."""
+        return await self._all(
+            "SELECT coalesce(a.placement, 'any') AS placement, count(*)::int AS waiting,"
+            " extract(epoch FROM now() - min(q.created_at))::float8 AS oldest_s,"
+            " EXISTS (SELECT 1 FROM kernels k WHERE k.stopped_at IS NULL"
+            "  AND k.heartbeat_at > now() - make_interval(secs => k.ttl_s)"
+            "  AND (a.placement IS NULL OR a.placement IN ('any', k.name))) AS runnable"
+            " FROM dispatch_queue q JOIN agents a ON a.id = q.agent_id WHERE q.state = 'queued'"
+            " GROUP BY 1, a.placement ORDER BY 1"
+        )
+
+    async def place_agent(self, agent_id: str, kernel_name: str) -> str:
+        """Give an agent not placed yet this kernel as its home; returns its placement."""
+        row = await self._one(
+            "UPDATE agents SET placement = coalesce(placement, %s) WHERE id = %s RETURNING placement",
+            (kernel_name, agent_id),
+        )
+        if row is None:
+            raise NotFound(f"no agent {agent_id!r}", agent=agent_id)
+        return str(row["placement"])
 
     # -- approvals -----------------------------------------------------------------------------
 

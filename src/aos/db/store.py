@@ -189,12 +189,22 @@ class Store(HistoryStore, LeaseStore, RecordStore):
         instructions: str,
         workspace: str | None,
         settings: dict[str, Any],
+        placement: str | None = None,
     ) -> dict[str, Any]:
         try:
             row = await self._one(
-                f"INSERT INTO agents (id, name, display_name, model, instructions, workspace, settings)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_AGENT_COLS}",
-                (new_id("ag"), name, display_name, model, instructions, workspace, Jsonb(settings)),
+                "INSERT INTO agents (id, name, display_name, model, instructions, workspace, settings, placement)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_AGENT_COLS}",
+                (
+                    new_id("ag"),
+                    name,
+                    display_name,
+                    model,
+                    instructions,
+                    workspace,
+                    Jsonb(settings),
+                    placement,
+                ),
             )
         except InternalError as exc:
             if isinstance(exc.__cause__, pgerr.UniqueViolation):

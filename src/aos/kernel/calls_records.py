@@ -74,6 +74,16 @@ async def system_config(k: Kernel, ctx: CallContext, p: m.Empty) -> m.ConfigResu
 # -- agents ------------------------------------------------------------------------------------
 
 
+def _placement(k: Kernel, asked: str | None) -> str:
+    """Where a new agent runs: as asked (``here`` is this kernel), else any kernel when the
+    workspaces are shared storage, else this one (which will hold its workspace)."""
+    if asked == "here":
+        return k.name
+    if asked is not None:
+        return asked
+    return "any" if (k.config.data.get("kernel") or {}).get("shared_workspaces") else k.name
+
+
 async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent:
     row = await k.store.create_agent(
         name=p.name,
@@ -82,26 +92,34 @@ async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent
         instructions=p.instructions,
         workspace=p.workspace,
         settings=p.settings,
+        placement=_placement(k, p.placement),
     )
     return _agent(row)
 
 
 async def agent_get(k: Kernel, ctx: CallContext, p: m.AgentRef) -> m.Agent:
-    return _agent(await k.store.get_agent(p.agent))
+    row = await k.store.get_agent(p.agent)
+    return _agent({**row, "runs_here": k.runs_here(row.get("placement"))})
 
 
 async def agent_list(k: Kernel, ctx: CallContext, p: m.AgentList) -> m.AgentListResult:
     rows = await k.store.list_agents(include_archived=p.include_archived)
-    return m.AgentListResult(agents=[_agent(r) for r in rows])
+    return m.AgentListResult(
+        agents=[_agent({**r, "runs_here": k.runs_here(r.get("placement"))}) for r in rows]
+    )
 
 
 async def agent_update(k: Kernel, ctx: CallContext, p: m.AgentUpdate) -> m.Agent:
     agent = await k.store.get_agent(p.agent)
     changes: dict[str, Any] = {
         f: getattr(p, f)
-        for f in ("display_name", "model", "instructions", "workspace", "settings")
+        for f in ("display_name", "model", "instructions", "workspace", "settings", "placement")
         if f in p.model_fields_set
     }
+    if "placement" in changes:
+        if changes["placement"] is None:
+            raise InvalidParams("placement must be a kernel's name, any or here")
+        changes["placement"] = _placement(k, changes["placement"])
     if "settings" in changes and changes["settings"] is None:
         raise InvalidParams("settings must be an object", errors=[{"loc": ["settings"], "msg": "null"}])
     if "instructions" in changes and changes["instructions"] is None:

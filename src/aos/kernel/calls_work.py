@@ -96,7 +96,7 @@ async def session_dispatch(k: Kernel, ctx: CallContext, p: m.SessionDispatch) ->
     if p.payer is not None:
         meta = {**(meta or {}), "payer": (await k.store.get_agent(p.payer))["id"]}
     return m.DispatchStarted.model_validate(
-        await k.dispatcher.start(p.session, p.message, meta, if_busy=p.if_busy)
+        await k.dispatcher.start(p.session, p.message, meta, if_busy=p.if_busy, request_id=p.request_id)
     )
 
 

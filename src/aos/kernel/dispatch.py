@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import AosError, Archived, NotFound, Rejected, Unavailable
+from aos_sdk.errors import AosError, Archived, Conflict, NotFound, Rejected, Unavailable
 
 from ..db.store import Store, new_id
 from ..logs import get_logger
@@ -26,14 +27,25 @@ from .approvals import Approvals
 from .hooks import Ask, HookBus, Reject
 from .recovery import Recovery
 from .specs import Specs
-from .steering import Steering
+from .steering import Elsewhere, Steering
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "request_dispatch_id"]
 
 log = get_logger("aos.dispatch")
+
+
+class _BusyElsewhere(Exception):
+    """The session's lease is held by a live dispatch of another kernel."""
+
+
+def request_dispatch_id(session_id: str, request_id: str) -> str:
+    """The dispatch a request id names in a session: the same on every kernel, so the request
+    sent twice, or by two kernels, meets its first dispatch (or queued row) by primary key."""
+    digest = hashlib.sha256(f"{session_id}\0{request_id}".encode()).hexdigest()
+    return f"di_r{digest[:24]}"
 
 
 class Dispatcher:
@@ -83,45 +95,92 @@ class Dispatcher:
         *,
         if_busy: str = "steer",
         dispatch_id: str | None = None,
+        request_id: str | None = None,
+        queued: bool = False,
     ) -> dict[str, Any]:
         """Start a dispatch; returns ``{dispatch_id, session_id, epoch, seq, delivery}`` at once.
 
         While a dispatch of the session runs, ``if_busy`` says what becomes of the message:
         ``steer`` it into that dispatch, ``queue`` it for a dispatch of its own after it, or
-        ``refuse`` it (``session_busy``); see :mod:`.steering`.
+        ``refuse`` it (``session_busy``); see :mod:`.steering`. A dispatch running on another
+        kernel, or an agent placed on another kernel, queues it (unless refused).
+
+        ``request_id``: the caller's id for this request; the same id again (from any kernel)
+        answers with the dispatch it started or queued (``duplicate``), never a second one.
+        ``queued``: ``dispatch_id`` is a claimed row of the dispatch queue.
 
         Raises:
             Unavailable: the daemon is stopping (a dispatch started now would be cut off at once).
         """
         if self._closing:
             raise Unavailable("the daemon is stopping: dispatch again once it is back")
+        if request_id is not None:
+            dispatch_id = request_dispatch_id(session_id, request_id)
+            found = await self.store.find_dispatch_request(dispatch_id)
+            if found is not None:
+                return self.steering.answer(found, duplicate=True)
         running = self.units.get(session_id)
         if running is not None and not running.ending and if_busy != "refuse":
-            if if_busy == "queue":
-                return await self.steering.enqueue(session_id, text, meta)
+            if if_busy == "queue" or request_id is not None:
+                return await self.steering.enqueue(
+                    session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
+                )
             return await self.steering.steer(running, text, meta)
         self._starting += 1
         try:
-            return await self._start(session_id, text, meta, dispatch_id)
+            return await self._start(session_id, text, meta, dispatch_id, queued, if_busy)
+        except _BusyElsewhere:
+            return await self.steering.enqueue(
+                session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
+            )
+        except Elsewhere as exc:
+            if queued:
+                raise
+            return await self.steering.enqueue(
+                session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id, waiting_for=exc.home
+            )
+        except Conflict as exc:
+            found = (
+                await self.store.find_dispatch_request(dispatch_id)
+                if dispatch_id and exc.details.get("started")
+                else None
+            )
+            if found is None or queued:
+                raise
+            return self.steering.answer(found, duplicate=True)  # the same request, started meanwhile
         finally:
             self._starting -= 1
             if not self._starting:
                 self._started.set()
 
     async def _start(
-        self, session_id: str, text: str, meta: dict[str, Any] | None, dispatch_id: str | None
+        self,
+        session_id: str,
+        text: str,
+        meta: dict[str, Any] | None,
+        dispatch_id: str | None,
+        queued: bool,
+        if_busy: str,
     ) -> dict[str, Any]:
         session = await self.store.get_session(session_id)
-        if session["lease_owner"] and await self.recovery.recover(session_id):
+        owner_now = session["lease_owner"]
+        if owner_now and await self.recovery.recover(session_id):
             # Its last dispatch's kernel died (or it stopped itself without a lease): that one is
             # closed first (unknown commands, crash, its end), in this session's order, before a
             # new one may claim the lease; never a new run over an unfinished one.
             session = await self.store.get_session(session_id)
+        elif owner_now and not owner_now.startswith(self.kernel_id + "/") and if_busy != "refuse":
+            raise _BusyElsewhere  # its dispatch runs on another kernel: queued behind it
         agent = await self.store.get_agent(session["agent_id"])
         if agent["status"] != "active":
             raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
         if session["status"] != "active":
             raise Archived(f"session {session_id} is archived", session=session_id)
+        home = agent.get("placement")
+        if home is None:  # not placed yet: this kernel's workspace is where it will work
+            home = await self.store.place_agent(agent["id"], self.kernel.name)
+        if home not in ("any", self.kernel.name):
+            raise Elsewhere(home)
         dispatch_id = dispatch_id or new_id("di")
         ids = {"agent_id": agent["id"], "session_id": session_id, "dispatch_id": dispatch_id}
         gate = await self.hooks.gate("dispatch.before", ids, {"message": text})
@@ -156,6 +215,7 @@ class Dispatcher:
             dispatch_id=dispatch_id,
             agent_id=agent["id"],
             model=model,
+            queued=queued,
         )
         epoch = int(leased["lease_epoch"])
         self.kernel.publish(session_id, seq, epoch, "message", "user", body, fact_meta, key, created_at)
@@ -333,7 +393,7 @@ class Dispatcher:
         if killed:
             log.warning("recovery.killed_leftover_commands", process_groups=killed)
         await self.recover()
-        await self.steering.resume()  # queued messages whose dispatch never began
+        await self.steering.resume()  # queued dispatches that never began, this kernel may run
         self._background = asyncio.create_task(self._recovery_loop(), name="recovery")
 
     async def recover(self) -> list[str]:
@@ -348,6 +408,9 @@ class Dispatcher:
             await asyncio.sleep(every)
             try:
                 await self.recover()
+                await self.steering.resume()  # queued rows this kernel may start, missed so far
+            except AosError as exc:
+                log.warning("recovery.scan_failed", error=exc.message)
             except Exception:
                 log.exception("recovery.loop_failed")
 

@@ -121,6 +121,12 @@ class Kernel:
         #: This kernel among those sharing the database: in its row of ``kernels``, its lease
         #: owners (``<id>/<dispatch>``) and its runtime-log entries. New at every start.
         self.id = f"k_{secrets.token_hex(6)}"
+        #: Its stable name (config ``kernel.name``, else ``host:home``): agents' placements name it.
+        self.name = str(
+            (config.data.get("kernel") or {}).get("name") or f"{socket.gethostname()}:{paths.home}"
+        )
+        #: The names of the other kernels alive at the last heartbeat.
+        self.peer_names: list[str] = []
         self.streams = Streams(store)
         self.runtime_log = RuntimeLog(store, self.id)
         self.peers = Peers(self)
@@ -212,12 +218,27 @@ class Kernel:
                 "version": __version__,
                 "ttl_s": self.dispatcher.ttl,
                 "embedded_db": self.db.kind == "embedded",
+                "name": self.name,
             }
         )
-        log.info("kernel.registered", kernel=self.id, ttl_s=self.dispatcher.ttl, superseded=superseded)
+        log.info(
+            "kernel.registered",
+            kernel=self.id,
+            name=self.name,
+            ttl_s=self.dispatcher.ttl,
+            superseded=superseded,
+        )
         kernels = [m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()]
         for warning in self.shared_embedded_warnings(kernels):
             log.warning("kernel.on_another_kernels_database", warning=warning)
+
+    def runs_here(self, placement: str | None) -> bool:
+        """Whether this kernel runs the own work (schedules) of an agent placed so: on its home
+        kernel; for ``any`` (or not yet placed), on the first live kernel by name, so one kernel
+        does it whatever their number."""
+        if placement not in (None, "any"):
+            return placement == self.name
+        return all(self.name <= other for other in self.peer_names)
 
     async def heartbeat(self) -> None:
         """Say this kernel lives, every third of its ttl: one whose heartbeat is older than its
@@ -229,9 +250,10 @@ class Kernel:
                 peers = await self.store.kernel_heartbeat(self.id)
                 if peers is None:
                     log.error("kernel.heartbeat_refused", kernel=self.id, why="its row says it stopped")
-                elif peers != self.peers.count:
-                    log.info("kernel.peers", kernel=self.id, alive=peers)
-                    self.peers.count = peers  # facts are announced to other kernels while > 0
+                elif peers != self.peer_names:
+                    log.info("kernel.peers", kernel=self.id, alive=len(peers), names=peers)
+                    self.peer_names = peers
+                    self.peers.count = len(peers)  # facts are announced to other kernels while > 0
                 await asyncio.sleep(interval)
             except AosError as exc:
                 log.warning("kernel.heartbeat_failed", kernel=self.id, error=exc.message)
@@ -491,6 +513,7 @@ class Kernel:
 
     async def status(self) -> m.StatusResult:
         kernels = [m.KernelInfo.model_validate(r) for r in await self.store.list_kernels()]
+        queue = [m.QueueInfo.model_validate(r) for r in await self.store.queue_waiting()]
         settings = await self.store.durability()
         counts = await self.store.counts()
         counts["connections"] = self.connections
@@ -515,9 +538,22 @@ class Kernel:
             counts=counts,
             sandbox=self.sandbox_status(),
             kernel_id=self.id,
+            kernel_name=self.name,
             kernels=kernels,
-            warnings=self.shared_embedded_warnings(kernels),
+            warnings=self.shared_embedded_warnings(kernels) + self.queue_warnings(queue),
+            queue=queue,
         )
+
+    @staticmethod
+    def queue_warnings(queue: list[m.QueueInfo]) -> list[str]:
+        """Dispatches that wait for a kernel that is down: they start only when it is back."""
+        return [
+            f"{q.waiting} dispatch(es) wait for kernel {q.placement}, which is not running (the oldest"
+            f" for {q.oldest_s:.0f} s): start it, or move its agents (aos agent update NAME --placement"
+            " here) once their workspace is here"
+            for q in queue
+            if not q.runnable
+        ]
 
     def shared_embedded_warnings(self, kernels: list[m.KernelInfo]) -> list[str]:
         """A kernel on another kernel's embedded PostgreSQL lives only as long as that one."""

@@ -63,11 +63,22 @@ class StatusResult(Result):
         description="the agent sandbox: mode (auto|required|off), in_force (bwrap|off), why"
     )
     kernel_id: str = Field(default="", description="this kernel's id among those sharing the database")
+    kernel_name: str = Field(default="", description="this kernel's stable name (agents' placements name it)")
     kernels: list[KernelInfo] = Field(
         default_factory=list,
         description="the kernels sharing the database (alive, and stopped or dead today)",
     )
     warnings: list[str] = Field(default_factory=list, description="what the person running it should know")
+    queue: list[QueueInfo] = Field(
+        default_factory=list, description="dispatches queued, by the placement of their agent"
+    )
+
+
+class QueueInfo(Result):
+    placement: str = Field(description="the kernel the agents' dispatches wait for, or any")
+    waiting: int
+    oldest_s: float = Field(description="how long the oldest has waited, in seconds")
+    runnable: bool = Field(description="a live kernel may start them (false: their kernel is down)")
 
 
 class KernelInfo(Result):
@@ -85,6 +96,7 @@ class KernelInfo(Result):
     state: Literal["alive", "stopped", "dead"]
     heartbeat_age_s: float
     embedded_db: bool = Field(default=False, description="it runs the database (its embedded PostgreSQL)")
+    name: str = Field(default="", description="its stable name (config kernel.name; default host:home)")
 
 
 class Ping(Params):
@@ -116,6 +128,19 @@ class Agent(Result):
     revision: int
     created_at: datetime
     updated_at: datetime
+    placement: str | None = Field(
+        default=None,
+        description="the kernel that runs it (the one holding its workspace), any (a shared"
+        " workspace), or null until a kernel first runs it",
+    )
+    runs_here: bool | None = Field(
+        default=None,
+        description="whether the kernel answering runs this agent's own work (schedules): its"
+        " placement, or for any, the first live kernel by name (agent.get and agent.list)",
+    )
+
+
+PLACEMENT = r"^[^\s]+$"
 
 
 class AgentCreate(Params):
@@ -125,6 +150,11 @@ class AgentCreate(Params):
     instructions: str = Field(default="", description="the agent's standing instructions")
     workspace: str | None = Field(default=None, description="bash cwd; default $AOS_HOME/workspaces/<name>")
     settings: dict[str, Any] = Field(default_factory=dict)
+    placement: str | None = Field(
+        default=None,
+        pattern=PLACEMENT,
+        description="a kernel's name, any, or here (default: any when kernel.shared_workspaces, else here)",
+    )
 
 
 class AgentRef(Params):
@@ -146,6 +176,11 @@ class AgentUpdate(Params):
     instructions: str | None = None
     workspace: str | None = None
     settings: dict[str, Any] | None = None
+    placement: str | None = Field(
+        default=None,
+        pattern=PLACEMENT,
+        description="move it: a kernel's name, any, or here (its workspace must be there first)",
+    )
     revision: int | None = Field(default=None, description="fail with conflict unless this is current")
 
 
@@ -378,7 +413,15 @@ class SessionDispatch(Params):
     if_busy: Literal["steer", "queue", "refuse"] = Field(
         default="steer",
         description="while a dispatch runs: steer the message into it (read at its next step), queue"
-        " it for a dispatch of its own after it, or refuse it (session_busy)",
+        " it for a dispatch of its own after it, or refuse it (session_busy). A dispatch on another"
+        " kernel is never steered into: the message is queued",
+    )
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the caller's id for this request: sent again (to any kernel) it answers with the"
+        " dispatch it started or queued (duplicate: true), never a second one",
     )
 
 
@@ -391,6 +434,12 @@ class DispatchStarted(Result):
         default="started",
         description="started: a new dispatch; steered: into the running one, read at its next step;"
         " queued: its dispatch starts after the running one",
+    )
+    duplicate: bool = Field(
+        default=False, description="its request_id was seen before: this is that dispatch"
+    )
+    waiting_for: str | None = Field(
+        default=None, description="queued until the kernel its agent is placed on starts it (its name)"
     )
 
 

@@ -48,7 +48,8 @@ class Peers:
 
     def tell(self, kind: str, *words: str) -> None:
         """Announce a control message to every other kernel: ``approval <id>`` (resolved: its
-        waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs)."""
+        waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs),
+        ``queued <session>`` (a dispatch was queued: whoever frees the session starts it)."""
         self._control.append(" ".join((kind, *words))[:4000])
         self._wake.set()
 
@@ -113,6 +114,8 @@ class Peers:
                 self.kernel.streams.nudge(session_id, int(seq))
         elif kind == "approval":
             await self.kernel.dispatcher.approvals.resolved_elsewhere(rest)
+        elif kind == "queued":
+            self.kernel.dispatcher.steering.hint(rest)
         elif kind == "interrupt":
             session_id, _, reason = rest.partition(" ")
             unit = self.kernel.dispatcher.units.get(session_id)

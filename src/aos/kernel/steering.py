@@ -10,10 +10,19 @@
   as an ordinary assistant fact and the unit takes one more step, so a steered message is
   always answered by the dispatch it was sent to.
 - **queue**: the message is appended as a ``message.queued`` fact naming the dispatch it will
-  start (``meta.queued_for``), and that dispatch starts when the running one ends, one queued
-  message after another. Queued messages are durable: at start the daemon starts those whose
-  dispatch never began. One that cannot start (its agent archived, a gate refuses it) gets a
-  ``message.unqueued`` fact saying why, and is not tried again.
+  start (``meta.queued_for``), with a row in the dispatch queue (migration 0010), and that
+  dispatch starts when the running one ends, one queued message after another. One that cannot
+  start (its agent archived, a gate refuses it) gets a ``message.unqueued`` fact saying why, and
+  is not tried again.
+
+The queue is shared by every kernel on the database. A message for a session whose dispatch runs
+on another kernel is queued (steering reaches only a dispatch on the kernel it is sent to), and so
+is one for an agent placed on another kernel (``meta.waiting_for`` names it). Whichever kernel
+frees the session starts the next row: it claims it (``FOR UPDATE SKIP LOCKED`` on the session),
+and the row becomes ``started`` in the transaction that creates its dispatch, so it starts once.
+Kernels tell each other of a new row (``queued <session>`` on the peers channel) and each looks
+for claimable rows every recovery scan, so a lost notice or a dead kernel delays a row by about a
+second, never forever.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import AosError, SessionBusy, Unavailable
+from aos_sdk.errors import AosError, Conflict, SessionBusy, Unavailable
 
 from ..db.store import INBOUND, new_id
 from ..logs import get_logger
@@ -31,7 +40,16 @@ if TYPE_CHECKING:
     from ..loop.react import ReActUnit
     from .dispatch import Dispatcher
 
-__all__ = ["Steering"]
+__all__ = ["Elsewhere", "Steering"]
+
+
+class Elsewhere(Exception):
+    """The agent's placement is another kernel (named): its dispatch waits for that one."""
+
+    def __init__(self, home: str) -> None:
+        super().__init__(home)
+        self.home = home
+
 
 log = get_logger("aos.dispatch")
 
@@ -84,59 +102,125 @@ class Steering:
             "delivery": "steered",
         }
 
-    async def enqueue(self, session_id: str, text: str, meta: dict[str, Any] | None) -> dict[str, Any]:
-        """Record ``text`` to start a dispatch of its own once the running one ends."""
+    async def enqueue(
+        self,
+        session_id: str,
+        text: str,
+        meta: dict[str, Any] | None,
+        *,
+        dispatch_id: str | None = None,
+        request_id: str | None = None,
+        waiting_for: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue ``text`` to start a dispatch of its own once the session is free (and, with
+        ``waiting_for``, on the kernel named so). The same ``dispatch_id`` queued twice (a request
+        id sent again) is one row: the second answer says ``duplicate``."""
         session = await self.d.store.get_session(session_id)
-        planned = new_id("di")
-        res = await self.d.kernel.append(
-            session_id,
-            epoch=INBOUND,
-            kind="message.queued",
-            role="user",
-            body={"text": text},
-            meta={**(meta or {}), "queued_for": planned},
-            idempotency_key=f"queued:{planned}",
+        planned = dispatch_id or new_id("di")
+        fact_meta = {**(meta or {}), "queued_for": planned}
+        if waiting_for:
+            fact_meta["waiting_for"] = waiting_for
+        if request_id:
+            fact_meta["request_id"] = request_id
+        body, fact_meta = await self.d.kernel.prepare_fact(
+            session_id, "message.queued", "user", {"text": text}, fact_meta, session["agent_id"]
+        )
+        row, created = await self.d.store.enqueue_dispatch(
+            dispatch_id=planned,
+            session_id=session_id,
             agent_id=session["agent_id"],
+            fact={
+                "kind": "message.queued",
+                "role": "user",
+                "body": body,
+                "meta": fact_meta,
+                "idempotency_key": f"queued:{planned}",
+            },
+            kernel_id=self.d.kernel_id,
+            request_id=request_id,
+        )
+        if not created:
+            return self.answer(row, duplicate=True)
+        self.d.kernel.publish(
+            session_id,
+            row["seq"],
+            int(row["epoch"]),
+            "message.queued",
+            "user",
+            body,
+            fact_meta,
+            f"queued:{planned}",
+            row["fact_created_at"],
         )
         self._queued.add(session_id)
-        if session_id not in self.d.units:  # it ended meanwhile: nothing else will start it
+        self.d.kernel.peers.tell("queued", session_id)
+        if session_id not in self.d.units:  # it may be free now: nothing else would start it
             self.after_dispatch(session_id)
+        out = self.answer({**row, "state": "queued"})
+        if waiting_for:
+            out["waiting_for"] = waiting_for
+        return out
+
+    @staticmethod
+    def answer(row: dict[str, Any], *, duplicate: bool = False) -> dict[str, Any]:
+        """``session.dispatch``'s answer for a queued (or, sent again, started) dispatch."""
         return {
-            "dispatch_id": planned,
-            "session_id": session_id,
-            "epoch": int(session["lease_epoch"]),
-            "seq": res.seq,
-            "delivery": "queued",
+            "dispatch_id": row["id"],
+            "session_id": row["session_id"],
+            "epoch": int(row.get("epoch") or 0),
+            "seq": int(row.get("seq") or 0),
+            "delivery": "started" if row["state"] == "started" else "queued",
+            "duplicate": duplicate,
         }
+
+    def hint(self, session_id: str) -> None:
+        """Another kernel queued a dispatch of ``session_id``: start it when the session frees
+        here (or now, if it is free and its agent may run here)."""
+        self._queued.add(session_id)
+        if session_id not in self.d.units:
+            self.after_dispatch(session_id)
 
     def after_dispatch(self, session_id: str) -> None:
         """A dispatch of ``session_id`` ended: start its next queued message, if any."""
         if session_id in self._queued:
-            task = asyncio.create_task(self._start_next(session_id), name=f"queued-{session_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._start_next(session_id), f"queued-{session_id}")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def resume(self) -> None:
-        """At start: start the queued messages whose dispatch never began (one per session)."""
-        for sid in {q["session_id"] for q in await self.d.store.queued_messages()}:
-            self._queued.add(sid)
-            if sid not in self.d.units:
-                self.after_dispatch(sid)
+        """At start, and every recovery scan: start the queued dispatches of free sessions this
+        kernel may run (queued before a restart, by a kernel that died, or whose notice was lost)."""
+        if self.d.closing:
+            return
+        for q in await self.d.store.claim_queued(
+            kernel_id=self.d.kernel_id, kernel_name=self.d.kernel.name, ttl_s=self.d.ttl
+        ):
+            self._spawn(self._start_claimed(q), f"queued-{q['session_id']}")
 
     async def _start_next(self, session_id: str) -> None:
         if session_id in self.d.units or self.d.closing:
             return  # that dispatch's end comes back here
         try:
-            pending = await self.d.store.queued_messages(session_id)
+            claimed = await self.d.store.claim_queued(
+                kernel_id=self.d.kernel_id,
+                kernel_name=self.d.kernel.name,
+                ttl_s=self.d.ttl,
+                session_id=session_id,
+            )
         except AosError as exc:
             log.error("queue.read_failed", session=session_id, error=exc.message)
             return
-        if not pending:
+        if not claimed:  # none waits, or not for this kernel now (the scan looks again)
             self._queued.discard(session_id)
             return
-        q = pending[0]
-        meta = dict(q["meta"] or {})
-        planned = str(meta.pop("queued_for"))
+        await self._start_claimed(claimed[0])
+
+    async def _start_claimed(self, q: dict[str, Any]) -> None:
+        session_id, planned = str(q["session_id"]), str(q["id"])
+        meta = {k: v for k, v in (q["meta"] or {}).items() if k not in ("queued_for", "waiting_for")}
         text = str((q["body"] or {}).get("text", ""))
         try:
             await self.d.start(
@@ -145,20 +229,32 @@ class Steering:
                 {**meta, "queued_seq": q["seq"]},
                 if_busy="refuse",
                 dispatch_id=planned,
+                queued=True,
             )
-        except (SessionBusy, Unavailable):
-            return  # a dispatch began meanwhile (its end tries again), or the daemon is stopping
+        except (SessionBusy, Unavailable, Elsewhere):
+            # A dispatch began meanwhile (its end tries again), the daemon is stopping, or the
+            # agent was placed elsewhere: let the row go for whoever may start it.
+            with contextlib.suppress(AosError):
+                await self.d.store.unclaim_queued(planned, self.d.kernel_id)
+            return
+        except Conflict as exc:
+            if not exc.details.get("started"):
+                raise
+            self.after_dispatch(session_id)  # started already (by another kernel): the next one
+            return
         except AosError as exc:
             log.warning("queue.not_started", session=session_id, seq=q["seq"], error=exc.message)
             with contextlib.suppress(AosError):
-                await self.d.kernel.append(
-                    session_id,
-                    epoch=INBOUND,
-                    kind="message.unqueued",
-                    role=None,
-                    body={"seq": q["seq"], "reason": exc.message, "error": exc.type},
-                    meta={"queued_for": planned},
-                    idempotency_key=f"unqueued:{planned}",
+                await self.d.store.drop_queued(
+                    planned,
+                    exc.message,
+                    {
+                        "kind": "message.unqueued",
+                        "role": None,
+                        "body": {"seq": q["seq"], "reason": exc.message, "error": exc.type},
+                        "meta": {"queued_for": planned},
+                        "idempotency_key": f"unqueued:{planned}",
+                    },
                 )
             self.after_dispatch(session_id)  # the next one, if any
 
