@@ -198,18 +198,39 @@ def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
             return all(datetime.fromisoformat(k["heartbeat_at"]) > started for k in kernels)
 
         wait_until("both heartbeats to count the other kernel", both_counted, TTL)
-        model.add({"bash": "echo one; echo two"}, {"text": "done on B"})
+        model.add({"bash": "cat gate0; echo one; cat gate; echo two"}, {"text": "done on B"})
+        gate = other_home / "workspaces" / "bo" / "gate"
+        gate.parent.mkdir(parents=True)
+        os.mkfifo(gate)
+        os.mkfifo(gate.with_name("gate0"))
         seen: list[dict[str, Any]] = []
+        live: list[tuple[int, dict[str, Any]]] = []  # (facts seen before it, the event)
         with SyncClient(home / "run" / "kernel.sock", timeout=30) as follow:
-            follow.call("history.subscribe", {"session": sid, "after_seq": 0})
+            follow.call("history.subscribe", {"session": sid, "after_seq": 0, "live": True})
             call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
             for note in follow.notifications():
+                if note.method == "history.live":
+                    live.append((len(seen), note.params["event"]))
+                    event = note.params["event"]
+                    if event["type"] == "output" and event["text"] == "one\n":  # the command waits
+                        gate.write_text("and\n")
+                    continue
                 seen.append(note.params["fact"])
+                if seen[-1]["kind"] == "tool.started":  # A heard B's facts: B has heard A's watch
+                    gate.with_name("gate0").write_text("")
                 if seen[-1]["kind"] == "dispatch.end":
                     break
         stored = call(home, "history.list", {"session": sid})["facts"]
         assert [f["seq"] for f in seen] == [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
         assert [f["kind"] for f in seen][-1] == "dispatch.end" and seen[-2]["body"]["text"] == "done on B"
+        # B's command output reached A's live follower as it was printed, between its facts.
+        kinds = [f["kind"] for f in seen]
+        outputs = [(n, e) for n, e in live if e["type"] == "output"]
+        assert "".join(e["text"] for _, e in outputs) == "one\nand\ntwo\n"
+        assert all(kinds.index("tool.started") < n <= kinds.index("tool.result") for n, _ in outputs)
+        assert "".join(e["text"] for _, e in live if e["type"] == "text") == "done on B", (
+            "the model's text too"
+        )
     finally:
         run_aos("stop", env=env_b)
         run_aos("stop", env=env_a)
@@ -492,3 +513,60 @@ def test_three_kernels_survive_a_kill_and_a_database_restart(
         run_aos("stop", env=env_a)
         shutil.rmtree(third, ignore_errors=True)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_the_web_ui_of_one_kernel_streams_a_dispatch_running_on_another(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """The page's stream (aos-frontend on A, server-sent events) of a session whose dispatch runs
+    on B: every fact once, in order, and B's command output live as it prints."""
+    import httpx
+
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    ui_on = {
+        **CONFIG,
+        "skills": {"disabled": [s for s in CONFIG["skills"]["disabled"] if s != "aos-frontend"]},
+    }
+    (home / "aoscb.json").write_text(json.dumps({**ui_on, "ui": {"port": 0}}))
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+        gate = other_home / "workspaces" / "bo" / "gate"
+        gate.parent.mkdir(parents=True)
+        os.mkfifo(gate)
+        ui = wait_until("the UI on A", lambda: json.loads((home / "run" / "ui.json").read_text()), 60)
+        origin = ui["url"].rstrip("/")
+        facts: list[dict[str, Any]] = []
+        output = ""
+        with httpx.Client(base_url=origin, headers={"Origin": origin}, timeout=30) as page:
+            assert page.get(ui["link"].removeprefix(origin)).status_code == 303
+            model.add({"bash": "cat gate; echo one; echo two"}, {"text": "done on B"})
+            with page.stream("GET", f"/api/stream/{sid}?after=0") as resp:
+                assert resp.status_code == 200
+                call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+                event: dict[str, str] = {}
+                for line in resp.iter_lines():
+                    if line:
+                        key, _, value = line.partition(": ")
+                        event[key] = value
+                        continue
+                    data = json.loads(event.get("data") or "null")
+                    if event.get("event") == "fact":
+                        facts.append(data)
+                        if data["kind"] == "tool.started":  # A heard B: B has heard A's watch
+                            gate.write_text("")
+                        if data["kind"] == "dispatch.end":
+                            break
+                    elif event.get("event") == "live" and data["type"] == "output":
+                        output += data["text"]
+                    event = {}
+        stored = call(home, "history.list", {"session": sid})["facts"]
+        assert [f["seq"] for f in facts] == [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
+        assert facts[-2]["body"]["text"] == "done on B"
+        assert output == "one\ntwo\n", output
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)

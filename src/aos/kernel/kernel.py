@@ -254,6 +254,9 @@ class Kernel:
                     log.info("kernel.peers", kernel=self.id, alive=len(peers), names=peers)
                     self.peer_names = peers
                     self.peers.count = len(peers)  # facts are announced to other kernels while > 0
+                if peers:  # live followers here: their sessions' events are wanted from the others
+                    for session_id in self.streams.live_sessions():
+                        self.peers.tell("watch", session_id)
                 await asyncio.sleep(interval)
             except AosError as exc:
                 log.warning("kernel.heartbeat_failed", kernel=self.id, error=exc.message)
@@ -494,13 +497,24 @@ class Kernel:
         self, ctx: CallContext, session_id: str, after_seq: int | None, live: bool = False
     ) -> m.SubscribeResult:
         """Stream the facts of ``session_id`` to the caller (see :mod:`.streams`)."""
-        return await self.streams.subscribe(ctx, session_id, after_seq, live)
+        result = await self.streams.subscribe(ctx, session_id, after_seq, live)
+        if live:  # its dispatch may run on another kernel: ask for its live events (see peers)
+            self.peers.tell("watch", session_id)
+        return result
 
     def live(self, session_id: str, event: dict[str, Any]) -> None:
         """A live event (progress: command output, a model retry) for the session's live
-        subscribers; dropped when there is none. Never stored: history keeps the facts."""
+        subscribers, here and on other kernels; dropped when there is none. Never stored:
+        history keeps the facts."""
         if self.streams.live_watched(session_id):
             self.streams.offer_live(session_id, event)
+        if self.peers.watching:
+            self.peers.forward_live(session_id, event)
+
+    def live_wanted(self, session_id: str) -> bool:
+        """Whether anyone, on this kernel or another, follows the session's live events (else
+        none is made: no model streaming, nothing done per output chunk)."""
+        return self.streams.live_watched(session_id) or self.peers.watched(session_id)
 
     def unsubscribe(self, ctx: CallContext, subscription: str) -> None:
         self.streams.unsubscribe(ctx, subscription)

@@ -8,8 +8,15 @@ pumps read the missing facts from history, in order, with no gaps or repeats (se
 :mod:`.streams`). With no other kernel alive nothing is sent: one kernel pays nothing.
 
 Control goes the same way: an approval resolved on one kernel wakes the unit waiting for it on
-another (the decision itself is the durable row), and an interrupt asked of one kernel reaches
-the kernel whose unit runs the session.
+another (the decision itself is the durable row), an interrupt asked of one kernel reaches the
+kernel whose unit runs the session, and a dispatch queued on one kernel is started by whichever
+frees its session.
+
+Live events (command output, model text) are never stored, so they cross only where wanted: a
+kernel with a live follower of a session says ``watch <session>`` when it subscribes and at each
+heartbeat, and a kernel running that session's dispatch forwards its live events on the channel
+(``live <session> <json>``) until a ttl passes without a ``watch``. A NOTIFY payload holds at most
+8000 bytes: a longer event's text is cut (``truncated: true``); the facts keep it all.
 
 After its listening connection was lost (a database restart), a kernel wakes every followed
 session once, so facts written meanwhile are read back.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -32,6 +40,8 @@ __all__ = ["CHANNEL", "Peers"]
 
 CHANNEL = "aos_history"
 _COALESCE_S = 0.002
+#: Bytes of a NOTIFY payload the channel may carry (PostgreSQL's limit is 8000), kept clear of it.
+_PAYLOAD_MAX = 7900
 log = get_logger("aos.kernel")
 
 
@@ -45,12 +55,43 @@ class Peers:
         self._pending: dict[str, int] = {}
         self._control: list[str] = []
         self._wake = asyncio.Event()
+        #: Session -> until when (loop time) a kernel elsewhere follows its live events.
+        self.watching: dict[str, float] = {}
 
     def tell(self, kind: str, *words: str) -> None:
         """Announce a control message to every other kernel: ``approval <id>`` (resolved: its
         waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs),
         ``queued <session>`` (a dispatch was queued: whoever frees the session starts it)."""
-        self._control.append(" ".join((kind, *words))[:4000])
+        self._control.append(_fit(" ".join((kind, *words)), _PAYLOAD_MAX - 20))
+        self._wake.set()
+
+    def watched(self, session_id: str) -> bool:
+        """Whether a kernel elsewhere follows ``session_id``'s live events now."""
+        until = self.watching.get(session_id)
+        if until is None:
+            return False
+        if until < asyncio.get_running_loop().time():
+            del self.watching[session_id]
+            return False
+        return True
+
+    def forward_live(self, session_id: str, event: dict[str, Any]) -> None:
+        """Send a live event of a session followed elsewhere (ASCII JSON, cut to fit)."""
+        if not self.watched(session_id):
+            return
+        head = f"live {session_id} "
+        room = _PAYLOAD_MAX - 20 - len(head)
+        data = json.dumps(event, separators=(",", ":"))
+        if len(data) > room and isinstance(event.get("text"), str):
+            over = len(data) - room
+            text = event["text"]
+            while text and len(data) > room:  # escapes make the JSON longer than the text
+                text = text[: max(0, len(text) - over - 16)]
+                data = json.dumps({**event, "text": text, "truncated": True}, separators=(",", ":"))
+                over = len(data) - room
+        if len(data) > room:
+            return  # no text to cut: an event this big is not live progress worth a payload
+        self._control.append(head + data)
         self._wake.set()
 
     def stored(self, session_id: str, seq: int) -> None:
@@ -114,6 +155,13 @@ class Peers:
                 self.kernel.streams.nudge(session_id, int(seq))
         elif kind == "approval":
             await self.kernel.dispatcher.approvals.resolved_elsewhere(rest)
+        elif kind == "live":
+            session_id, _, data = rest.partition(" ")
+            if self.kernel.streams.live_watched(session_id):
+                with contextlib.suppress(ValueError):
+                    self.kernel.streams.offer_live(session_id, json.loads(data))
+        elif kind == "watch":
+            self.watching[rest] = asyncio.get_running_loop().time() + self.kernel.dispatcher.ttl
         elif kind == "queued":
             self.kernel.dispatcher.steering.hint(rest)
         elif kind == "interrupt":
@@ -128,3 +176,11 @@ class Peers:
             with contextlib.suppress(Exception):
                 session = await self.kernel.store.get_session(session_id)
                 self.kernel.streams.nudge(session_id, int(session["last_seq"]))
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (a NOTIFY payload's limit is in bytes)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore")

@@ -76,6 +76,10 @@ class Streams:
                 sub.pending_live.append(event)
                 sub.wake.set()
 
+    def live_sessions(self) -> list[str]:
+        """The sessions someone follows with live events."""
+        return [sid for sid, subs in self._watchers.items() if any(sub.live for sub in subs)]
+
     def sessions(self) -> list[str]:
         """The sessions someone follows."""
         return list(self._watchers)

@@ -133,7 +133,7 @@ class ReActUnit:
     def live_text(self) -> Callable[[str], None] | None:
         """The model's text as it comes, for live followers; None (no streaming at all) when
         nobody follows live."""
-        if not self.dispatcher.kernel.streams.live_watched(self.spec.session_id):
+        if not self.dispatcher.kernel.live_wanted(self.spec.session_id):
             return None
         step = self.spec.steps + 1
         return lambda text: self.live("text", step=step, text=scrub_values(text))

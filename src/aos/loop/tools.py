@@ -220,15 +220,18 @@ class ToolCalls:
     def live_output(self, call_id: str) -> Callable[[bytes], None] | None:
         """What a command prints, as it prints it, for live followers: decoded, with secret
         values scrubbed like the stored output, and at most the output cap of it (the
-        ``tool.result`` has the rest). None when nobody follows live: nothing is done per chunk."""
+        ``tool.result`` has the rest). None when nobody follows live, here or on another kernel:
+        nothing is done per chunk. A follower elsewhere is asked of each chunk (a dict lookup),
+        so one whose watch arrives while the command runs gets the rest of its output."""
         kernel = self.unit.dispatcher.kernel
-        if not kernel.streams.live_watched(self.unit.spec.session_id):
+        sid = self.unit.spec.session_id
+        if not kernel.live_wanted(sid) and kernel.peers.count <= 0:
             return None
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         budget = [self.unit.spec.output_cap_bytes]
 
         def chunk(data: bytes) -> None:
-            if budget[0] <= 0:
+            if budget[0] <= 0 or not kernel.live_wanted(sid):
                 return
             data = data[: budget[0]]
             budget[0] -= len(data)
