@@ -1,4 +1,4 @@
-"""Several kernels on one PostgreSQL: invocations/s with one kernel and with two, side by side on
+"""Several kernels on one PostgreSQL: invocations/s with one kernel, two and three, side by side on
 the same database, and how long a killed kernel's running dispatch takes to be taken over.
 
 Each invocation is a fresh session, a dispatch (one command, then the final answer, from the
@@ -141,7 +141,7 @@ def main() -> None:
     try:
         api_base = stack.enter_context(scripted_model("--react-loop", "true"))
         env = {"AOS_DB_URL": pg.dsn("postgres")}
-        home_a, home_c = home_at(base, "a", args.ttl), home_at(base, "c", args.ttl)
+        home_a, home_c, home_d = (home_at(base, n, args.ttl) for n in ("a", "c", "d"))
         full = stack.enter_context(aos_daemon(home_a, **env))
         a_sock = home_a / "run" / "kernel.sock"
         a_agent = agent(a_sock, "on-a", api_base)
@@ -155,6 +155,14 @@ def main() -> None:
         one_invocation(SyncClient(c_sock), c_sock, c_agent)  # warm
         two, two_ms = throughput([(a_sock, a_agent), (c_sock, c_agent)], args.sessions, args.per_session)
         rows.append(("2 kernels", two, two_ms))
+        stack.enter_context(aos_daemon(home_d, **env))
+        d_sock = home_d / "run" / "kernel.sock"
+        d_agent = agent(d_sock, "on-d", api_base)
+        one_invocation(SyncClient(d_sock), d_sock, d_agent)  # warm
+        three, three_ms = throughput(
+            [(a_sock, a_agent), (c_sock, c_agent), (d_sock, d_agent)], args.sessions, args.per_session
+        )
+        rows.append(("3 kernels", three, three_ms))
         print(
             f"\n{args.sessions} sessions x {args.per_session} invocations, one PostgreSQL, {os.cpu_count()} cores\n"
         )
@@ -166,7 +174,8 @@ def main() -> None:
             )
         # Only the first kernel is left to take over: the time measured is its own, not that of
         # an announcement from another kernel.
-        subprocess.run([*AOS, "stop"], env={**full, "AOS_HOME": str(home_c)}, capture_output=True)
+        for other in (home_c, home_d):
+            subprocess.run([*AOS, "stop"], env={**full, "AOS_HOME": str(other)}, capture_output=True)
         from_kill, from_beat = takeover(base, a_sock, {**full, **env}, args.ttl, args.kills)
         print(
             f"\ntakeover of a killed kernel's dispatch, {args.kills} kills, ttl {args.ttl} s (target: ttl + 2 s)\n"

@@ -570,3 +570,97 @@ def test_the_web_ui_of_one_kernel_streams_a_dispatch_running_on_another(
     finally:
         run_aos("stop", env=env_b)
         run_aos("stop", env=env_a)
+
+
+def test_an_a2a_wake_reaches_its_recipient_on_the_kernel_that_holds_its_files(
+    home: Path, other_home: Path, daemon_env: dict[str, str]
+) -> None:
+    """ann lives on A, bo on B. ann's own bash wakes bo and waits for the answer: the wake is
+    queued for B, B runs bo in B's folder, once, and B's aos-a2a writes the reply into ann's
+    session, where A's aos-a2a finds it for the waiting command."""
+    from .test_a2a import Agents
+
+    a2a_on = {**CONFIG, "skills": {"disabled": [s for s in CONFIG["skills"]["disabled"] if s != "aos-a2a"]}}
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    for h in (home, other_home):
+        (h / "aoscb.json").write_text(json.dumps(a2a_on))
+    agents = Agents()
+    with agents.model:
+        assert run_aos("start", env=env_a).returncode == 0
+        assert run_aos("start", env=env_b).returncode == 0
+        try:
+            settings = {"model_params": {"api_base": agents.model.url, "api_key": "k"}}
+            spec = {"model": "openai/scripted", "settings": settings}
+            call(home, "agent.create", {"name": "ann", **spec})
+            call(other_home, "agent.create", {"name": "bo", **spec})
+            ann = call(home, "session.create", {"agent": "ann"})["id"]
+            bo = call(other_home, "session.create", {"agent": "bo"})["id"]
+            wait_until("both kernels counting each other", lambda: all_counted(home, 2), 3 * TTL)
+            agents.add("bo", {"bash": "pwd"}, {"text": "bo here"})
+            agents.add("ann", {"bash": 'a2a send --to bo --wake --wait 60 "where are you?"'}, {"text": "ok"})
+            r = run_aos("send", ann, "ask bo", "--wait", env=env_a, timeout=90)
+            assert r.returncode == 0, r.stderr
+            results = call(home, "history.list", {"session": ann, "kinds": ["tool.result"]})["facts"]
+            assert results[-1]["body"]["output"] == "bo replied:\nbo here\n", (
+                "the answer, in the same command"
+            )
+            ends = _ends(home, bo)
+            assert len(ends) == 1, "woken once"
+            row = call(home, "dispatch.get", {"dispatch": ends[0]["meta"]["dispatch_id"]})
+            assert row["kernel_id"] == first_kernel(other_home), "run by B"
+            pwd = call(home, "history.list", {"session": bo, "kinds": ["tool.result"]})["facts"][0]
+            assert pwd["body"]["output"] == f"{other_home / 'workspaces' / 'bo'}\n", "in B's folder"
+        finally:
+            run_aos("stop", env=env_b)
+            run_aos("stop", env=env_a)
+
+
+def test_one_session_dispatched_from_two_kernels_at_once(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """The same session asked of A and of B at the same moment, many times over: each time one
+    dispatch starts and the other message is queued behind it (or refused, if asked to be);
+    never two at once, nothing lost."""
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    (home / "aoscb.json").write_text(json.dumps({**CONFIG, "kernel": {"shared_workspaces": True}}))
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        bo = call(home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        assert bo["placement"] == "any"
+        rounds = 6
+        answers: list[dict[str, Any]] = []
+        for _ in range(rounds):
+            sid = call(home, "session.create", {"agent": "bo"})["id"]
+            model.add({"text": "one"}, {"text": "two"})
+            barrier = threading.Barrier(2)
+            got: list[Any] = [None, None]
+
+            def ask(
+                j: int, h: Path, sid: str = sid, barrier: threading.Barrier = barrier, got: list[Any] = got
+            ) -> None:
+                with SyncClient(h / "run" / "kernel.sock") as c:
+                    barrier.wait()
+                    got[j] = c.call("session.dispatch", {"session": sid, "message": f"from {h.name}"})
+
+            threads = [threading.Thread(target=ask, args=(j, h)) for j, h in enumerate((home, other_home))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert sorted(g["delivery"] for g in got) == ["queued", "started"], got
+            answers += got
+            wait_until("both messages answered", lambda sid=sid: len(_ends(home, sid)) == 2, 30)
+            inputs = [
+                f["body"]["text"]
+                for f in call(home, "history.list", {"session": sid})["facts"]
+                if f["kind"] == "message" and f["role"] == "user"
+            ]
+            assert sorted(inputs) == sorted(f"from {h.name}" for h in (home, other_home)), inputs
+        assert call(home, "system.status")["queue"] == []
+        assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
+        assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from aos_sdk.errors import AosError, Archived, Conflict, NotFound, Rejected, Unavailable
+from aos_sdk.errors import AosError, Archived, Conflict, NotFound, Rejected, SessionBusy, Unavailable
 
 from ..db.store import Store, new_id
 from ..logs import get_logger
@@ -130,6 +130,13 @@ class Dispatcher:
         try:
             return await self._start(session_id, text, meta, dispatch_id, queued, if_busy)
         except _BusyElsewhere:
+            return await self.steering.enqueue(
+                session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
+            )
+        except SessionBusy:
+            if if_busy == "refuse" or queued:
+                raise
+            # Another kernel took the lease between our look and our claim: behind it, then.
             return await self.steering.enqueue(
                 session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
             )
