@@ -205,6 +205,15 @@ def test_bad_aoscb_json_is_reported(aos: Any, home: Path) -> None:
     (home / "aoscb.json").write_text('{"model_client": "fast"}')
     r = aos("start")
     assert r.returncode == 2 and "model_client must be auto or litellm, got 'fast'" in r.stderr
+    (home / "aoscb.json").write_text('{"kernel": {"name": "any"}}')
+    r = aos("start")
+    assert (
+        r.returncode == 2
+        and "kernel.name must be a word without spaces, other than any and here, got 'any'" in r.stderr
+    )
+    (home / "aoscb.json").write_text('{"kernel": {"shared_workspaces": "yes"}}')
+    r = aos("start")
+    assert r.returncode == 2 and "kernel.shared_workspaces must be true or false, got 'yes'" in r.stderr
 
 
 @pytest.mark.slow

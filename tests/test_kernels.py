@@ -386,6 +386,10 @@ def test_an_agent_whose_kernel_is_down_waits_for_it_visibly(
         )
         assert out == f"{ws}\nkept on B\n", "in its own folder, on B"
         assert call(home, "system.status")["queue"] == []
+        # A placement that names no kernel is refused: its dispatches would wait forever.
+        r = run_aos("agent", "set", "bo", "--placement", "nosuch:/x", env=env_a)
+        assert r.returncode != 0 and "no kernel named 'nosuch:/x' has run on this database" in r.stderr
+        assert b_name in r.stderr
         # Placed anywhere (its workspace on shared storage): A runs it at once.
         call(home, "agent.update", {"agent": "bo", "placement": "any", "workspace": str(ws)})
         model.add({"text": "on A"})

@@ -248,8 +248,10 @@ def load_config(paths: Paths) -> Config:
         cfg.limit(name)
     kernel = data.get("kernel") or {}
     name = kernel.get("name")
-    if name is not None and (not isinstance(name, str) or not name.strip() or name in ("any", "here")):
-        raise ConfigError(f"kernel.name must be a non-empty string other than any and here, got {name!r}")
+    if name is not None and (
+        not isinstance(name, str) or not name or any(c.isspace() for c in name) or name in ("any", "here")
+    ):
+        raise ConfigError(f"kernel.name must be a word without spaces, other than any and here, got {name!r}")
     if not isinstance(kernel.get("shared_workspaces", False), bool):
         raise ConfigError(
             f"kernel.shared_workspaces must be true or false, got {kernel['shared_workspaces']!r}"

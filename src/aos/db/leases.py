@@ -257,6 +257,11 @@ class LeaseStore(StoreBase):
         )
         return None if row is None else [str(n) for n in row["peers"]]
 
+    async def kernel_names(self) -> list[str]:
+        """The name of every kernel that ever registered on this database."""
+        rows = await self._all("SELECT DISTINCT coalesce(name, host || ':' || home) AS name FROM kernels")
+        return [str(r["name"]) for r in rows]
+
     async def kernel_stopped(self, kernel_id: str) -> None:
         await self._exec(
             "UPDATE kernels SET stopped_at = now() WHERE id = %s AND stopped_at IS NULL", (kernel_id,)

@@ -74,14 +74,27 @@ async def system_config(k: Kernel, ctx: CallContext, p: m.Empty) -> m.ConfigResu
 # -- agents ------------------------------------------------------------------------------------
 
 
-def _placement(k: Kernel, asked: str | None) -> str:
+async def _placement(k: Kernel, asked: str | None) -> str:
     """Where a new agent runs: as asked (``here`` is this kernel), else any kernel when the
-    workspaces are shared storage, else this one (which will hold its workspace)."""
+    workspaces are shared storage, else this one (which will hold its workspace).
+
+    Raises:
+        InvalidParams: a kernel name no kernel on this database has had (a typo would leave the
+            agent's dispatches waiting for a kernel that never comes).
+    """
     if asked == "here":
         return k.name
-    if asked is not None:
-        return asked
-    return "any" if (k.config.data.get("kernel") or {}).get("shared_workspaces") else k.name
+    if asked is None:
+        return "any" if (k.config.data.get("kernel") or {}).get("shared_workspaces") else k.name
+    if asked != "any" and asked != k.name:
+        names = await k.store.kernel_names()
+        if asked not in names:
+            raise InvalidParams(
+                f"no kernel named {asked!r} has run on this database; placement is any, here, or"
+                f" one of: {', '.join(sorted(names))}",
+                placement=asked,
+            )
+    return asked
 
 
 async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent:
@@ -92,7 +105,7 @@ async def agent_create(k: Kernel, ctx: CallContext, p: m.AgentCreate) -> m.Agent
         instructions=p.instructions,
         workspace=p.workspace,
         settings=p.settings,
-        placement=_placement(k, p.placement),
+        placement=await _placement(k, p.placement),
     )
     return _agent(row)
 
@@ -119,7 +132,7 @@ async def agent_update(k: Kernel, ctx: CallContext, p: m.AgentUpdate) -> m.Agent
     if "placement" in changes:
         if changes["placement"] is None:
             raise InvalidParams("placement must be a kernel's name, any or here")
-        changes["placement"] = _placement(k, changes["placement"])
+        changes["placement"] = await _placement(k, changes["placement"])
     if "settings" in changes and changes["settings"] is None:
         raise InvalidParams("settings must be an object", errors=[{"loc": ["settings"], "msg": "null"}])
     if "instructions" in changes and changes["instructions"] is None:

@@ -140,9 +140,6 @@ class Agent(Result):
     )
 
 
-PLACEMENT = r"^[^\s]+$"
-
-
 class AgentCreate(Params):
     name: str = Field(pattern=NAME_PATTERN, description="unique; lowercase letters, digits, - and _")
     display_name: str | None = Field(default=None, max_length=200)
@@ -152,7 +149,8 @@ class AgentCreate(Params):
     settings: dict[str, Any] = Field(default_factory=dict)
     placement: str | None = Field(
         default=None,
-        pattern=PLACEMENT,
+        min_length=1,
+        max_length=500,
         description="a kernel's name, any, or here (default: any when kernel.shared_workspaces, else here)",
     )
 
@@ -178,7 +176,8 @@ class AgentUpdate(Params):
     settings: dict[str, Any] | None = None
     placement: str | None = Field(
         default=None,
-        pattern=PLACEMENT,
+        min_length=1,
+        max_length=500,
         description="move it: a kernel's name, any, or here (its workspace must be there first)",
     )
     revision: int | None = Field(default=None, description="fail with conflict unless this is current")
