@@ -193,10 +193,13 @@ class LeaseStore(StoreBase):
         row = await self._one(_RELEASE_SQL, (session_id, owner, epoch))
         return row is not None
 
-    async def leased_sessions(self, session_id: str | None = None) -> list[dict[str, Any]]:
-        """Sessions whose lease is held (all, or this one), with whether it has expired and
-        whether the kernel that holds it lives (``kernel_alive``: its heartbeat is within its
-        ttl; null: an owner that is no registered kernel, from before kernels registered)."""
+    async def leased_sessions(
+        self, session_id: str | None = None, *, with_open_dispatch: bool = False
+    ) -> list[dict[str, Any]]:
+        """Sessions whose lease is held (all, this one, or those with an open dispatch row: an
+        indexed look, where all is a scan), with whether it has expired and whether the kernel
+        that holds it lives (``kernel_alive``: its heartbeat is within its ttl; null: an owner
+        that is no registered kernel, from before kernels registered)."""
         cols = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLS.split(","))
         sql = (
             f"SELECT {cols}, s.lease_until < now() AS expired,"
@@ -206,9 +209,14 @@ class LeaseStore(StoreBase):
             " FROM sessions s LEFT JOIN kernels k ON k.id = split_part(s.lease_owner, '/', 1)"
             " WHERE s.lease_owner IS NOT NULL"
         )
-        if session_id is None:
-            return await self._all(sql)
-        return await self._all(sql + " AND s.id = %s", (session_id,))
+        if session_id is not None:
+            return await self._all(sql + " AND s.id = %s", (session_id,))
+        if with_open_dispatch:
+            return await self._all(
+                sql + " AND s.id IN (SELECT session_id FROM dispatches"
+                " WHERE status IN ('running', 'waiting_approval'))"
+            )
+        return await self._all(sql)
 
     async def unleased_open_dispatches(self) -> list[dict[str, Any]]:
         """Dispatch rows still open (running, waiting for a person) whose session's lease is not

@@ -37,6 +37,10 @@ __all__ = ["Dispatcher", "request_dispatch_id"]
 log = get_logger("aos.dispatch")
 
 
+#: How often recovery looks at every leased session, not only those with an open dispatch row.
+_FULL_SCAN_S = 30.0
+
+
 class _BusyElsewhere(Exception):
     """The session's lease is held by a live dispatch of another kernel."""
 
@@ -403,18 +407,23 @@ class Dispatcher:
         await self.steering.resume()  # queued dispatches that never began, this kernel may run
         self._background = asyncio.create_task(self._recovery_loop(), name="recovery")
 
-    async def recover(self) -> list[str]:
+    async def recover(self, *, every: bool = True) -> list[str]:
         """Recover dispatches whose kernel died (see :mod:`.recovery`); returns their ids."""
-        return await self.recovery.recover()
+        return await self.recovery.recover(every=every)
 
     async def _recovery_loop(self) -> None:
         # Every second: a dead kernel's sessions are taken over within about its ttl plus this
         # of its last heartbeat. One indexed look at the leased sessions each time.
         every = float(self.specs.limit("recovery_scan_s", 1))
+        loop = asyncio.get_running_loop()
+        full_at = loop.time() + _FULL_SCAN_S
         while True:
             await asyncio.sleep(every)
             try:
-                await self.recover()
+                full = loop.time() >= full_at
+                await self.recover(every=full)
+                if full:
+                    full_at = loop.time() + _FULL_SCAN_S
                 await self.steering.resume()  # queued rows this kernel may start, missed so far
             except AosError as exc:
                 log.warning("recovery.scan_failed", error=exc.message)

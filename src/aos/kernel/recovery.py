@@ -54,11 +54,14 @@ class Recovery:
         # unit first: Dispatcher._renew), so an expired lease of one has no unit left either.
         return expired or not kernel_alive
 
-    async def recover(self, session_id: str | None = None) -> list[str]:
+    async def recover(self, session_id: str | None = None, *, every: bool = True) -> list[str]:
         """Recover dispatches whose kernel died (of every session, or of this one, as a new
-        dispatch claims it); returns their ids."""
+        dispatch claims it); returns their ids. ``every=False``: only sessions with an open
+        dispatch row (an indexed look, made every second; a lease with no open row is left to
+        the full look, made at start and every 30 s)."""
         recovered = []
-        for s in await self.d.store.leased_sessions(session_id):
+        leased = await self.d.store.leased_sessions(session_id, with_open_dispatch=not every)
+        for s in leased:
             owner = s["lease_owner"]
             if not self.owner_dead(owner, bool(s["expired"]), s["kernel_alive"]):
                 continue
