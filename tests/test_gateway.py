@@ -181,3 +181,30 @@ async def test_a_disabled_skill_cannot_be_invoked(
     await call(rpc, "skill.enable", {"skill": "notes", "session": sid})
     (missing,) = await run(rpc, kernel, sid)
     assert missing["exit_code"] == 1 and "has no command 'nosuch' (commands: add, list)" in missing["output"]
+
+
+async def test_agent_bash_can_neither_move_its_agent_nor_queue_work_of_its_own(
+    rpc: RpcConnection, kernel: Any, model: ScriptedModel
+) -> None:
+    """The dispatch queue and placements are the kernel's and people's: an agent that moves itself
+    to another kernel, or queues a dispatch (a request id to make another's wake look done), is
+    refused, and nothing is written."""
+    sid = await setup(rpc, kernel, model)
+    model.add(
+        {
+            "bash": [
+                gateway_call("agent.update", "{'agent': 'alice', 'placement': 'any'}"),
+                gateway_call(
+                    "session.dispatch",
+                    f"{{'session': '{sid}', 'message': 'x', 'request_id': 'a2a:m_1', 'if_busy': 'queue'}}",
+                ),
+            ]
+        },
+        {"text": "done"},
+    )
+    move, queue = await run(rpc, kernel, sid)
+    assert move["output"].startswith("refused: permission_denied agent.update is not allowed here")
+    assert queue["output"].startswith("refused: permission_denied session.dispatch is not allowed here")
+    alice = await call(rpc, "agent.get", {"agent": "alice"})
+    assert alice["placement"] == kernel.kernel.name
+    assert (await call(rpc, "system.status", {}))["queue"] == []
