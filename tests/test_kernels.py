@@ -293,7 +293,8 @@ def test_a_queued_dispatch_starts_once_whichever_kernel_frees_the_session(
     home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
 ) -> None:
     """A wake for an agent busy on B is sent to A, then again to A and to B (as two kernels'
-    services would, recovering it): one queued dispatch, started once, by B, when B's run ends."""
+    services would, recovering it): one queued dispatch, started once, by B, when B's run ends.
+    A message typed on A meanwhile is steered into B's run."""
     env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
     assert run_aos("start", env=env_a).returncode == 0
     assert run_aos("start", env=env_b).returncode == 0
@@ -314,25 +315,25 @@ def test_a_queued_dispatch_starts_once_whichever_kernel_frees_the_session(
         for h in (home, other_home):
             again = call(h, "session.dispatch", wake)
             assert again["duplicate"] and again["dispatch_id"] == queued["dispatch_id"]
-        # A steer typed on A for B's run cannot reach it: it is queued, not lost.
+        # A message typed on A while B's run works is steered into that run, across kernels.
         steer = call(home, "session.dispatch", {"session": sid, "message": "and this"})
-        assert steer["delivery"] == "queued"
-        model.add({"text": "and this, done"})
+        assert steer["delivery"] == "steered" and steer["dispatch_id"] == first["dispatch_id"]
         gate.write_text("go\n")
-        wait_until("three runs", lambda: len(_ends(home, sid)) == 3, 30)
+        wait_until("both runs", lambda: len(_ends(home, sid)) == 2, 30)
         ids = [f["meta"]["dispatch_id"] for f in _ends(home, sid)]
-        assert ids == [first["dispatch_id"], queued["dispatch_id"], steer["dispatch_id"]]
-        inputs = [
-            f["body"]["text"]
-            for f in call(home, "history.list", {"session": sid})["facts"]
-            if f["kind"] == "message" and f["role"] == "user"
-        ]
-        assert inputs == ["work on B", "wake up", "and this"], "each started once, in order"
+        assert ids == [first["dispatch_id"], queued["dispatch_id"]]
+        facts = call(home, "history.list", {"session": sid})["facts"]
+        inputs = [f["body"]["text"] for f in facts if f["kind"] == "message" and f["role"] == "user"]
+        assert inputs == ["work on B", "and this", "wake up"], "each once, in order"
+        steered = next(f for f in facts if f["body"].get("text") == "and this")
+        assert steered["meta"]["steer"] and steered["meta"]["dispatch_id"] == first["dispatch_id"]
+        read = model.requests[1]["messages"]  # B's second step, after the command
+        assert any("and this" in str(m.get("content")) for m in read), "B's run read it"
         row = call(home, "dispatch.get", {"dispatch": queued["dispatch_id"]})
         assert row["status"] == "done" and row["kernel_id"] == first_kernel(other_home)
         again = call(home, "session.dispatch", wake)  # after it ran: still that one
         assert again["duplicate"] and again["delivery"] == "started"
-        assert len(_ends(home, sid)) == 3
+        assert len(_ends(home, sid)) == 2
         assert call(home, "system.status")["queue"] == []
     finally:
         run_aos("stop", env=env_b)
@@ -678,6 +679,86 @@ def test_one_session_dispatched_from_two_kernels_at_once(
         assert call(home, "system.status")["queue"] == []
         assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
         assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
+    finally:
+        run_aos("stop", env=env_b)
+        run_aos("stop", env=env_a)
+
+
+HOLD_END_MD = """---
+name: hold-end
+description: Test skill - holds a dispatch's end until a person lets it go.
+metadata:
+  aos-service: service.py
+---
+Nothing for agents here.
+"""
+HOLD_END_PY = """import asyncio
+from pathlib import Path
+
+from aos_sdk import define_service
+
+HOLD = Path({hold!r})
+
+
+@define_service
+def service():
+    async def gate(input_data, output_data):
+        if input_data.get("kind") == "dispatch.end" and HOLD.exists():
+            (HOLD.parent / "at-end").write_text("")
+            await asyncio.to_thread(HOLD.read_text)  # a FIFO: until the test writes to it
+            HOLD.unlink()
+        return output_data
+
+    return {{"hooks": {{"message.before_write": {{"handler": gate, "timeout_s": 60}}}}}}
+"""
+
+
+def test_a_message_steered_from_another_kernel_as_the_run_ends_is_still_answered_by_it(
+    home: Path, other_home: Path, daemon_env: dict[str, str], model: ScriptedModel
+) -> None:
+    """B's run has its final answer and is writing its end when a message typed on A is steered
+    into it. The end's transaction finds the message (A held the session's row while it wrote
+    it), writes nothing, and B's run takes one more step that answers it: never a steered
+    message left unanswered after its dispatch's end."""
+    env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
+    hold = other_home / "hold" / "go"
+    hold.parent.mkdir()
+    skill = other_home / "skills" / "hold-end"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(HOLD_END_MD)
+    (skill / "service.py").write_text(HOLD_END_PY.format(hold=str(hold)))
+    assert run_aos("start", env=env_a).returncode == 0
+    assert run_aos("start", env=env_b).returncode == 0
+    try:
+        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
+        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
+        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+        wait_until("both kernels counting each other", lambda: all_counted(home, 2), 3 * TTL)
+        os.mkfifo(hold)
+        model.add({"text": "first answer"}, {"text": "answer to the late words"})
+        first = call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
+        wait_until("B's run at its end", lambda: (hold.parent / "at-end").exists(), 30)
+        late = call(home, "session.dispatch", {"session": sid, "message": "late words"})
+        assert late["delivery"] == "steered" and late["dispatch_id"] == first["dispatch_id"]
+        hold.write_text("go\n")
+        end = wait_until("the run's end", lambda: _ends(home, sid), 30)
+        facts = call(home, "history.list", {"session": sid})["facts"]
+        said = [
+            (f["kind"], f["role"], (f["body"] or {}).get("text"))
+            for f in facts
+            if f["kind"] != "dispatch.end"
+        ]
+        # With other kernels alive the answer is stored before the end, so the message comes
+        # after it, and the next step reads it as the next turn.
+        assert said == [
+            ("message", "user", "work on B"),
+            ("message", "assistant", "first answer"),
+            ("message", "user", "late words"),
+            ("message", "assistant", "answer to the late words"),
+        ], said
+        assert model.requests[-1]["messages"][-1] == {"role": "user", "content": "late words"}
+        assert len(end) == 1 and end[0]["seq"] == facts[-1]["seq"] and end[0]["body"]["status"] == "done"
+        assert end[0]["meta"]["dispatch_id"] == first["dispatch_id"]
     finally:
         run_aos("stop", env=env_b)
         run_aos("stop", env=env_a)

@@ -14,6 +14,7 @@ from aos_sdk.errors import (
     SessionBusy,
 )
 
+from ..loop.journal import SteeredLate
 from .base import (
     _APPEND_SQL,
     _APPROVAL_COLS,
@@ -134,9 +135,15 @@ class LeaseStore(StoreBase):
         dispatch_id: str,
         status: str,
         steps: int,
+        unread_after: int | None = None,
     ) -> list[tuple[int, Any]] | None:
         """Append a dispatch's last facts, close its row and give the lease back, in one
         transaction (one commit); returns each fact's ``(seq, created_at)``.
+
+        ``unread_after``: the seq the unit's last context read up to. A message steered into this
+        dispatch after it (by another kernel, which holds the session's row while it writes
+        one, so it is either seen here or refused there) makes the transaction roll back and
+        raise :class:`~aos.loop.journal.SteeredLate`.
 
         None when the transaction was refused (a lost lease, a retried key): nothing was
         written, and the caller takes the one-at-a-time path, which tells those cases apart.
@@ -151,6 +158,15 @@ class LeaseStore(StoreBase):
                     row = await cur.fetchone()
                     assert row is not None
                     out.append((int(row["seq"]), row["created_at"]))
+                if unread_after is not None:  # the session's row is ours now (the fence updated it)
+                    cur = await conn.execute(
+                        "SELECT 1 FROM history WHERE session_id = %s AND seq > %s AND kind = 'message'"
+                        " AND role = 'user' AND meta->>'dispatch_id' = %s AND meta->>'steer' = 'true'"
+                        " LIMIT 1",
+                        (session_id, unread_after, dispatch_id),
+                    )
+                    if await cur.fetchone() is not None:
+                        raise SteeredLate
                 await conn.execute(
                     "UPDATE dispatches SET status = %s, steps = %s, ended_at = now() WHERE id = %s",
                     (status, steps, dispatch_id),
@@ -161,6 +177,29 @@ class LeaseStore(StoreBase):
         except (psycopg.Error, _Refused):
             return None
         return out
+
+    async def append_if_leased(
+        self, session_id: str, owner: str, fact: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Append an inbound fact while ``owner`` holds the session's lease, the session's row
+        locked meanwhile (so the lease holder's end, which takes that row too, comes wholly before
+        or after); returns ``{seq, epoch, created_at}``, or None when ``owner`` holds it no more."""
+        async with self.pool.connection() as conn:
+            with _translate():
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "SELECT lease_owner = %s AND lease_until > now() AS held FROM sessions"
+                        " WHERE id = %s FOR UPDATE",
+                        (owner, session_id),
+                    )
+                    lease = await cur.fetchone()
+                    if lease is None or not lease["held"]:
+                        return None
+                    cur = await conn.execute(
+                        _APPEND_SQL, _append_params({**fact, "session_id": session_id, "epoch": INBOUND})
+                    )
+                    row: dict[str, Any] | None = await cur.fetchone()
+                    return row
 
     async def take_over_lease(
         self, session_id: str, old_owner: str, owner: str, ttl_s: float

@@ -42,7 +42,11 @@ _FULL_SCAN_S = 30.0
 
 
 class _BusyElsewhere(Exception):
-    """The session's lease is held by a live dispatch of another kernel."""
+    """The session's lease is held by a live dispatch of another kernel (its lease owner)."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
 
 
 def request_dispatch_id(session_id: str, request_id: str) -> str:
@@ -132,8 +136,17 @@ class Dispatcher:
             return await self.steering.steer(running, text, meta)
         self._starting += 1
         try:
-            return await self._start(session_id, text, meta, dispatch_id, queued, if_busy)
-        except _BusyElsewhere:
+            for _ in range(3):
+                try:
+                    return await self._start(session_id, text, meta, dispatch_id, queued, if_busy)
+                except _BusyElsewhere as busy:
+                    if if_busy == "queue" or request_id is not None:
+                        break
+                    steered = await self.steering.steer_remote(session_id, busy.owner, text, meta)
+                    if steered is not None:
+                        return steered
+                    # That dispatch ended as the message came: start one for it (or steer into
+                    # whichever began meanwhile).
             return await self.steering.enqueue(
                 session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
             )
@@ -181,7 +194,7 @@ class Dispatcher:
             # new one may claim the lease; never a new run over an unfinished one.
             session = await self.store.get_session(session_id)
         elif owner_now and not owner_now.startswith(self.kernel_id + "/") and if_busy != "refuse":
-            raise _BusyElsewhere  # its dispatch runs on another kernel: queued behind it
+            raise _BusyElsewhere(owner_now)  # its dispatch runs on another kernel
         agent = await self.store.get_agent(session["agent_id"])
         if agent["status"] != "active":
             raise Archived(f"agent {agent['name']!r} is archived", agent=agent["id"])
@@ -315,6 +328,9 @@ class Dispatcher:
             dispatch_id=spec.dispatch_id,
             status=status,
             steps=spec.steps,
+            # With other kernels alive, a message may be steered into this dispatch from one of
+            # them as it ends: the end looks for it (this kernel's own are in steering.unread).
+            unread_after=unit.context.head if status == "done" and self.kernel.peers.count > 0 else None,
         )
         if stored is None:
             return False

@@ -412,8 +412,8 @@ class SessionDispatch(Params):
     if_busy: Literal["steer", "queue", "refuse"] = Field(
         default="steer",
         description="while a dispatch runs: steer the message into it (read at its next step), queue"
-        " it for a dispatch of its own after it, or refuse it (session_busy). A dispatch on another"
-        " kernel is never steered into: the message is queued",
+        " it for a dispatch of its own after it, or refuse it (session_busy); on whichever kernel"
+        " the dispatch runs",
     )
     request_id: str | None = Field(
         default=None,

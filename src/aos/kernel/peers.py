@@ -61,7 +61,8 @@ class Peers:
     def tell(self, kind: str, *words: str) -> None:
         """Announce a control message to every other kernel: ``approval <id>`` (resolved: its
         waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs),
-        ``queued <session>`` (a dispatch was queued: whoever frees the session starts it)."""
+        ``queued <session>`` (a dispatch was queued: whoever frees the session starts it),
+        ``steer <session> <seq>`` (a message was steered into their unit of that session)."""
         self._control.append(_fit(" ".join((kind, *words)), _PAYLOAD_MAX - 20))
         self._wake.set()
 
@@ -162,6 +163,10 @@ class Peers:
                     self.kernel.streams.offer_live(session_id, json.loads(data))
         elif kind == "watch":
             self.watching[rest] = asyncio.get_running_loop().time() + self.kernel.dispatcher.ttl
+        elif kind == "steer":
+            session_id, _, seq = rest.partition(" ")
+            if seq.isdigit():
+                self.kernel.dispatcher.steering.heard_steer(session_id, int(seq))
         elif kind == "queued":
             self.kernel.dispatcher.steering.hint(rest)
         elif kind == "interrupt":

@@ -15,9 +15,14 @@
   start (its agent archived, a gate refuses it) gets a ``message.unqueued`` fact saying why, and
   is not tried again.
 
-The queue is shared by every kernel on the database. A message for a session whose dispatch runs
-on another kernel is queued (steering reaches only a dispatch on the kernel it is sent to), and so
-is one for an agent placed on another kernel (``meta.waiting_for`` names it). Whichever kernel
+A message to steer into a dispatch that runs on another kernel is appended while that dispatch
+holds the lease (the session's row locked meanwhile), and that kernel is told (``steer <session>
+<seq>``); one that lands as that dispatch ends is found by its end's transaction
+(:class:`~aos.loop.journal.SteeredLate`), which gives way to one more step.
+
+The queue is shared by every kernel on the database. A message queued for a session whose
+dispatch runs on another kernel waits behind it, and so does one for an agent placed on another
+kernel (``meta.waiting_for`` names it). Whichever kernel
 frees the session starts the next row: it claims it (``FOR UPDATE SKIP LOCKED`` on the session),
 and the row becomes ``started`` in the transaction that creates its dispatch, so it starts once.
 Kernels tell each other of a new row (``queued <session>`` on the peers channel) and each looks
@@ -101,6 +106,44 @@ class Steering:
             "seq": res.seq,
             "delivery": "steered",
         }
+
+    async def steer_remote(
+        self, session_id: str, owner: str, text: str, meta: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Steer ``text`` into a dispatch another kernel runs (lease ``owner``): appended while
+        that lease holds (None if it no longer does: the dispatch ended), then that kernel is told,
+        so its unit reads it before it ends. One stored as that unit ends is found by its end's
+        transaction, which then gives way to one more step (see ``LeaseStore.end_dispatch``)."""
+        _, _, dispatch_id = owner.partition("/")
+        if not dispatch_id.startswith("di_"):
+            return None  # a recovery holds it, not a dispatch: nothing to steer into
+        session = await self.d.store.get_session(session_id)
+        fact_meta = {**(meta or {}), "dispatch_id": dispatch_id, "steer": True}
+        body, fact_meta = await self.d.kernel.prepare_fact(
+            session_id, "message", "user", {"text": text}, fact_meta, session["agent_id"]
+        )
+        key = new_id("st")
+        fact = {"kind": "message", "role": "user", "body": body, "meta": fact_meta, "idempotency_key": key}
+        row = await self.d.store.append_if_leased(session_id, owner, fact)
+        if row is None:
+            return None
+        seq, epoch = int(row["seq"]), int(row["epoch"])
+        self.d.kernel.publish(
+            session_id, seq, epoch, "message", "user", body, fact_meta, key, row["created_at"]
+        )
+        self.d.kernel.peers.tell("steer", session_id, str(seq))
+        return {
+            "dispatch_id": dispatch_id,
+            "session_id": session_id,
+            "epoch": epoch,
+            "seq": seq,
+            "delivery": "steered",
+        }
+
+    def heard_steer(self, session_id: str, seq: int) -> None:
+        """Another kernel steered a message (``seq``) into this kernel's dispatch of the session."""
+        if session_id in self.d.units:
+            self._latest[session_id] = max(self._latest.get(session_id, 0), seq)
 
     async def enqueue(
         self,

@@ -36,6 +36,11 @@ class Writer(Protocol):
         ...
 
 
+class SteeredLate(Exception):
+    """A message steered into the dispatch (from another kernel) was stored after the context of
+    its final step was read: the end was not written, and the unit takes one more step."""
+
+
 class Ender(Protocol):
     async def end(self, status: str, facts: list[dict[str, Any]]) -> bool:
         """Write ``facts``, close the dispatch and release its lease in one commit; False when

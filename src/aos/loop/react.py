@@ -29,7 +29,7 @@ from ..logs import debug_enabled, get_logger
 from ..redact import scrub_values
 from .compute import call_model
 from .context import Context, InvalidContext
-from .journal import Journal
+from .journal import Journal, SteeredLate
 from .shell import Shell
 from .spec import Stop, UnitSpec, Usage
 from .tools import ToolCalls, result_body
@@ -168,15 +168,33 @@ class ReActUnit:
 
     async def run(self, resume: bool = False) -> str:
         """Run to the end; returns the final status. Never raises except on cancellation."""
+        started = False
+        while True:
+            status, reason, details = await self._steps(resume, started)
+            started = True
+            try:
+                return await self.finish(status, reason, details)
+            except SteeredLate:
+                # A message steered in from another kernel was stored after the final step read
+                # its context: nothing of the end was written. The answer stays an ordinary
+                # fact, and the unit takes one more step, which reads the message.
+                log.info("dispatch.steered_late", dispatch=self.spec.dispatch_id)
+                final, self._final, self.reply, self.ending = self._final, None, None, False
+                if final is not None:
+                    await self.journal.write(final)  # (stored already where another kernel lives)
+
+    async def _steps(self, resume: bool, started: bool) -> tuple[str, str, dict[str, Any]]:
+        """Steps until the final answer or a stop: ``(status, reason, details)``."""
         status, reason, details = "done", "", {}
         try:
-            # Right after a start or a reload, wait for this session's services to register.
-            names = {s["name"] for s in self.spec.skills}
-            await self.dispatcher.kernel.services.settle(names, timeout=12)
-            if self.spec.sandbox_refusal:
-                raise Stop("refused", self.spec.sandbox_refusal)
-            if resume:
-                await self.tools.resume_pending()
+            if not started:
+                # Right after a start or a reload, wait for this session's services to register.
+                names = {s["name"] for s in self.spec.skills}
+                await self.dispatcher.kernel.services.settle(names, timeout=12)
+                if self.spec.sandbox_refusal:
+                    raise Stop("refused", self.spec.sandbox_refusal)
+                if resume:
+                    await self.tools.resume_pending()
             while True:
                 self.check()
                 if await self.step():
@@ -191,7 +209,7 @@ class ReActUnit:
         except Exception as exc:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("dispatch.crashed", dispatch=self.spec.dispatch_id)
-        return await self.finish(status, reason, details)
+        return status, reason, details
 
     async def finish(self, status: str, reason: str, details: dict[str, Any]) -> str:
         """Write the dispatch's end; returns its final status (``lease_lost`` if that showed up)."""
@@ -201,6 +219,13 @@ class ReActUnit:
                 await self.settle_appends()  # refused, like every write of a lost lease
             return status  # another writer owns the session now: write nothing more
         j = self.journal
+        if status == "done" and self._final is not None and self.dispatcher.kernel.peers.count > 0:
+            # Other kernels live: a message may be steered in from one of them while this run
+            # ends. The answer is stored first, so such a message comes after it, and the step
+            # it causes reads it as the next turn (see run). One kernel alone keeps its one
+            # commit: its own steered messages are seen before the answer is taken as final.
+            await j.write(self._final)
+            self._final = None
         facts = [] if self._final is None else [self._final]
         if status == "interrupted":
             facts.append(j.fact("interrupt", None, {"cause": details.get("cause", "user"), "reason": reason}))
