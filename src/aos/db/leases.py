@@ -33,6 +33,20 @@ from .base import (
 __all__ = ["LeaseStore"]
 
 
+#: A message steered into the dispatch after the seq its last context read (``end_dispatch``).
+_STEERED_SQL = (
+    "SELECT 1 FROM history h WHERE h.session_id = %s AND h.seq > %s AND h.kind = 'message'"
+    " AND h.role = 'user' AND h.meta->>'dispatch_id' = %s AND h.meta->>'steer' = 'true' LIMIT 1"
+)
+#: The lease given back unless such a message came: one statement, as without the look.
+_RELEASE_UNLESS_STEERED_SQL = (
+    _RELEASE_SQL.removesuffix(" RETURNING id")
+    + " AND NOT EXISTS ("
+    + _STEERED_SQL.removesuffix(" LIMIT 1")
+    + ") RETURNING id"
+)
+
+
 class _AlreadyStarted(Exception):
     """The queued row a dispatch would start is no longer waiting."""
 
@@ -141,9 +155,10 @@ class LeaseStore(StoreBase):
         transaction (one commit); returns each fact's ``(seq, created_at)``.
 
         ``unread_after``: the seq the unit's last context read up to. A message steered into this
-        dispatch after it (by another kernel, which holds the session's row while it writes
-        one, so it is either seen here or refused there) makes the transaction roll back and
-        raise :class:`~aos.loop.journal.SteeredLate`.
+        dispatch after it (steering holds the session's row while it writes one, and writes it
+        only while this dispatch holds the lease, so it is either seen here or not written)
+        makes the transaction roll back and raise :class:`~aos.loop.journal.SteeredLate`. The
+        look is part of the lease's release: no statement more.
 
         None when the transaction was refused (a lost lease, a retried key): nothing was
         written, and the caller takes the one-at-a-time path, which tells those cases apart.
@@ -158,21 +173,22 @@ class LeaseStore(StoreBase):
                     row = await cur.fetchone()
                     assert row is not None
                     out.append((int(row["seq"]), row["created_at"]))
-                if unread_after is not None:  # the session's row is ours now (the fence updated it)
-                    cur = await conn.execute(
-                        "SELECT 1 FROM history WHERE session_id = %s AND seq > %s AND kind = 'message'"
-                        " AND role = 'user' AND meta->>'dispatch_id' = %s AND meta->>'steer' = 'true'"
-                        " LIMIT 1",
-                        (session_id, unread_after, dispatch_id),
-                    )
-                    if await cur.fetchone() is not None:
-                        raise SteeredLate
                 await conn.execute(
                     "UPDATE dispatches SET status = %s, steps = %s, ended_at = now() WHERE id = %s",
                     (status, steps, dispatch_id),
                 )
-                cur = await conn.execute(_RELEASE_SQL, (session_id, owner, epoch))
+                if unread_after is None:
+                    cur = await conn.execute(_RELEASE_SQL, (session_id, owner, epoch))
+                else:  # the session's row is ours (the appends' fence updated it): no steer lands now
+                    cur = await conn.execute(
+                        _RELEASE_UNLESS_STEERED_SQL,
+                        (session_id, owner, epoch, session_id, unread_after, dispatch_id),
+                    )
                 if await cur.fetchone() is None:
+                    if unread_after is not None:
+                        steered = await conn.execute(_STEERED_SQL, (session_id, unread_after, dispatch_id))
+                        if await steered.fetchone() is not None:
+                            raise SteeredLate
                     raise _Refused
         except (psycopg.Error, _Refused):
             return None

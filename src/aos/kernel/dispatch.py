@@ -133,7 +133,10 @@ class Dispatcher:
                 return await self.steering.enqueue(
                     session_id, text, meta, dispatch_id=dispatch_id, request_id=request_id
                 )
-            return await self.steering.steer(running, text, meta)
+            steered = await self.steering.steer(running, text, meta)
+            if steered is not None:
+                return steered
+            # It gave its lease back as the message came: a dispatch of its own, then.
         self._starting += 1
         try:
             for _ in range(3):
@@ -328,9 +331,9 @@ class Dispatcher:
             dispatch_id=spec.dispatch_id,
             status=status,
             steps=spec.steps,
-            # With other kernels alive, a message may be steered into this dispatch from one of
-            # them as it ends: the end looks for it (this kernel's own are in steering.unread).
-            unread_after=unit.context.head if status == "done" and self.kernel.peers.count > 0 else None,
+            # A message steered in as it ends (from another kernel, or here after the unit looked)
+            # is seen by the end's own transaction, which then gives way (SteeredLate).
+            unread_after=unit.context.head if status == "done" else None,
         )
         if stored is None:
             return False

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from aos_sdk.errors import AosError, Conflict, SessionBusy, Unavailable
 
-from ..db.store import INBOUND, new_id
+from ..db.store import new_id
 from ..logs import get_logger
 
 if TYPE_CHECKING:
@@ -78,49 +78,47 @@ class Steering:
         sid = unit.spec.session_id
         return self._writing.get(sid, 0) > 0 or self._latest.get(sid, 0) > unit.context.head
 
-    async def steer(self, unit: ReActUnit, text: str, meta: dict[str, Any] | None) -> dict[str, Any]:
-        """Append ``text`` to the running dispatch of ``unit``; the agent reads it next step."""
+    async def steer(self, unit: ReActUnit, text: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Append ``text`` to the running dispatch of ``unit``; the agent reads it next step.
+        None when that dispatch gave its lease back meanwhile (the message then needs a
+        dispatch of its own)."""
         spec = unit.spec
         sid = spec.session_id
         self._writing[sid] = self._writing.get(sid, 0) + 1
         try:
-            res = await self.d.kernel.append(
-                sid,
-                epoch=INBOUND,
-                kind="message",
-                role="user",
-                body={"text": text},
-                meta={**(meta or {}), "dispatch_id": spec.dispatch_id, "steer": True},
-                idempotency_key=new_id("st"),
-                agent_id=spec.agent["id"],
-            )
+            out = await self._append_steer(sid, spec.owner, text, meta, spec.agent["id"])
         finally:
             self._writing[sid] -= 1
             if not self._writing[sid]:
                 del self._writing[sid]
-        self._latest[sid] = max(self._latest.get(sid, 0), res.seq)
-        return {
-            "dispatch_id": spec.dispatch_id,
-            "session_id": sid,
-            "epoch": spec.epoch,
-            "seq": res.seq,
-            "delivery": "steered",
-        }
+        if out is not None:
+            self._latest[sid] = max(self._latest.get(sid, 0), out["seq"])
+        return out
 
     async def steer_remote(
         self, session_id: str, owner: str, text: str, meta: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """Steer ``text`` into a dispatch another kernel runs (lease ``owner``): appended while
-        that lease holds (None if it no longer does: the dispatch ended), then that kernel is told,
-        so its unit reads it before it ends. One stored as that unit ends is found by its end's
-        transaction, which then gives way to one more step (see ``LeaseStore.end_dispatch``)."""
-        _, _, dispatch_id = owner.partition("/")
-        if not dispatch_id.startswith("di_"):
+        """Steer ``text`` into a dispatch another kernel runs (lease ``owner``), and tell that
+        kernel, so its unit reads it before it ends. None if that dispatch no longer holds the
+        lease (it ended)."""
+        if not owner.partition("/")[2].startswith("di_"):
             return None  # a recovery holds it, not a dispatch: nothing to steer into
         session = await self.d.store.get_session(session_id)
+        out = await self._append_steer(session_id, owner, text, meta, session["agent_id"])
+        if out is not None:
+            self.d.kernel.peers.tell("steer", session_id, str(out["seq"]))
+        return out
+
+    async def _append_steer(
+        self, session_id: str, owner: str, text: str, meta: dict[str, Any] | None, agent_id: str
+    ) -> dict[str, Any] | None:
+        """The steered message, stored only while ``owner``'s dispatch holds the lease, with the
+        session's row locked: the dispatch's end (which takes that row too) comes wholly before
+        it (then None) or after it, and then sees it (``LeaseStore.end_dispatch``)."""
+        dispatch_id = owner.partition("/")[2]
         fact_meta = {**(meta or {}), "dispatch_id": dispatch_id, "steer": True}
         body, fact_meta = await self.d.kernel.prepare_fact(
-            session_id, "message", "user", {"text": text}, fact_meta, session["agent_id"]
+            session_id, "message", "user", {"text": text}, fact_meta, agent_id
         )
         key = new_id("st")
         fact = {"kind": "message", "role": "user", "body": body, "meta": fact_meta, "idempotency_key": key}
@@ -131,7 +129,6 @@ class Steering:
         self.d.kernel.publish(
             session_id, seq, epoch, "message", "user", body, fact_meta, key, row["created_at"]
         )
-        self.d.kernel.peers.tell("steer", session_id, str(seq))
         return {
             "dispatch_id": dispatch_id,
             "session_id": session_id,
