@@ -4,6 +4,7 @@ taken over by another within its ttl plus 2 s of its last heartbeat, with nothin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -64,6 +65,33 @@ def env_for(home: Path, daemon_env: dict[str, str]) -> dict[str, str]:
 def call(home: Path, method: str, params: dict[str, Any] | None = None) -> Any:
     with SyncClient(home / "run" / "kernel.sock") as c:
         return c.call(method, params or {})
+
+
+@contextlib.contextmanager
+def daemons(*envs: dict[str, str]) -> Iterator[None]:
+    """``aos start`` for each (in order), ``aos stop`` for each (in reverse) however it ends."""
+    started: list[dict[str, str]] = []
+    try:
+        for env in envs:
+            assert run_aos("start", env=env).returncode == 0
+            started.append(env)
+        yield
+    finally:
+        for env in reversed(started):
+            run_aos("stop", env=env)
+
+
+def scripted_agent(home: Path, url: str, name: str = "bo", **fields: Any) -> str:
+    """An agent on the scripted model, made through ``home``'s kernel; returns a new session."""
+    settings = {"model_params": {"api_base": url, "api_key": "k"}}
+    call(home, "agent.create", {"name": name, "model": "openai/scripted", "settings": settings, **fields})
+    return str(call(home, "session.create", {"agent": name})["id"])
+
+
+def fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
 
 
 def start_in_pid_namespace(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -185,12 +213,8 @@ def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
     fact, in order, as B writes them (LISTEN/NOTIFY between the kernels, facts read back from
     history)."""
     env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
-        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
-        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
-        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+    with daemons(env_a, env_b):
+        sid = scripted_agent(other_home, model.url)
 
         def both_counted() -> bool:  # each kernel has beaten since both started: each counts the other
             kernels = call(home, "system.status")["kernels"]
@@ -199,9 +223,7 @@ def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
 
         wait_until("both heartbeats to count the other kernel", both_counted, TTL)
         model.add({"bash": "cat gate0; echo one; cat gate; echo two"}, {"text": "done on B"})
-        gate = other_home / "workspaces" / "bo" / "gate"
-        gate.parent.mkdir(parents=True)
-        os.mkfifo(gate)
+        gate = fifo(other_home / "workspaces" / "bo" / "gate")
         os.mkfifo(gate.with_name("gate0"))
         seen: list[dict[str, Any]] = []
         live: list[tuple[int, dict[str, Any]]] = []  # (facts seen before it, the event)
@@ -231,9 +253,6 @@ def test_a_follower_on_one_kernel_sees_every_fact_another_kernel_writes(
         assert "".join(e["text"] for _, e in live if e["type"] == "text") == "done on B", (
             "the model's text too"
         )
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
 
 
 def test_approve_and_interrupt_from_another_kernel(
@@ -246,9 +265,7 @@ def test_approve_and_interrupt_from_another_kernel(
     }
     env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
     (other_home / "aoscb.json").write_text(json.dumps({**guarded, "limits": {"lease_ttl_s": TTL}}))
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
+    with daemons(env_a, env_b):
         settings = {
             "model_params": {"api_base": model.url, "api_key": "k"},
             "guard": {"ask": ["^echo approved-by-a"]},
@@ -280,9 +297,6 @@ def test_approve_and_interrupt_from_another_kernel(
         ]
         assert results[0]["output"] == "approved-by-a\n" and results[1]["outcome"] == "interrupted"
         assert live_processes_mentioning("sleep 393") == []
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
 
 
 def _ends(home: Path, sid: str) -> list[dict[str, Any]]:
@@ -296,15 +310,9 @@ def test_a_queued_dispatch_starts_once_whichever_kernel_frees_the_session(
     services would, recovering it): one queued dispatch, started once, by B, when B's run ends.
     A message typed on A meanwhile is steered into B's run."""
     env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
-        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
-        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
-        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
-        gate = other_home / "workspaces" / "bo" / "gate"
-        gate.parent.mkdir(parents=True)
-        os.mkfifo(gate)
+    with daemons(env_a, env_b):
+        sid = scripted_agent(other_home, model.url)
+        gate = fifo(other_home / "workspaces" / "bo" / "gate")
         model.add({"bash": "cat gate"}, {"text": "first done"}, {"text": "woken and done"})
         first = call(other_home, "session.dispatch", {"session": sid, "message": "work on B"})
         wait_until("B's command", lambda: live_processes_mentioning("cat gate"))
@@ -335,9 +343,6 @@ def test_a_queued_dispatch_starts_once_whichever_kernel_frees_the_session(
         assert again["duplicate"] and again["delivery"] == "started"
         assert len(_ends(home, sid)) == 2
         assert call(home, "system.status")["queue"] == []
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
 
 
 def first_kernel(home: Path) -> str:
@@ -546,15 +551,9 @@ def test_the_web_ui_of_one_kernel_streams_a_dispatch_running_on_another(
         "skills": {"disabled": [s for s in CONFIG["skills"]["disabled"] if s != "aos-frontend"]},
     }
     (home / "aoscb.json").write_text(json.dumps({**ui_on, "ui": {"port": 0}}))
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
-        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
-        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
-        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
-        gate = other_home / "workspaces" / "bo" / "gate"
-        gate.parent.mkdir(parents=True)
-        os.mkfifo(gate)
+    with daemons(env_a, env_b):
+        sid = scripted_agent(other_home, model.url)
+        gate = fifo(other_home / "workspaces" / "bo" / "gate")
         ui = wait_until("the UI on A", lambda: json.loads((home / "run" / "ui.json").read_text()), 60)
         origin = ui["url"].rstrip("/")
         facts: list[dict[str, Any]] = []
@@ -585,9 +584,6 @@ def test_the_web_ui_of_one_kernel_streams_a_dispatch_running_on_another(
         assert [f["seq"] for f in facts] == [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
         assert facts[-2]["body"]["text"] == "done on B"
         assert output == "one\ntwo\n", output
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
 
 
 def test_an_a2a_wake_reaches_its_recipient_on_the_kernel_that_holds_its_files(
@@ -641,9 +637,7 @@ def test_one_session_dispatched_from_two_kernels_at_once(
     never two at once, nothing lost."""
     env_a, env_b = env_for(home, daemon_env), env_for(other_home, daemon_env)
     (home / "aoscb.json").write_text(json.dumps({**CONFIG, "kernel": {"shared_workspaces": True}}))
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
+    with daemons(env_a, env_b):
         settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
         bo = call(home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
         assert bo["placement"] == "any"
@@ -679,9 +673,6 @@ def test_one_session_dispatched_from_two_kernels_at_once(
         assert call(home, "system.status")["queue"] == []
         assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
         assert len({a["dispatch_id"] for a in answers}) == 2 * rounds
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
 
 
 HOLD_END_MD = """---
@@ -727,12 +718,8 @@ def test_a_message_steered_from_another_kernel_as_the_run_ends_is_still_answered
     skill.mkdir(parents=True)
     (skill / "SKILL.md").write_text(HOLD_END_MD)
     (skill / "service.py").write_text(HOLD_END_PY.format(hold=str(hold)))
-    assert run_aos("start", env=env_a).returncode == 0
-    assert run_aos("start", env=env_b).returncode == 0
-    try:
-        settings = {"model_params": {"api_base": model.url, "api_key": "k"}}
-        call(other_home, "agent.create", {"name": "bo", "model": "openai/scripted", "settings": settings})
-        sid = call(other_home, "session.create", {"agent": "bo"})["id"]
+    with daemons(env_a, env_b):
+        sid = scripted_agent(other_home, model.url)
         wait_until("both kernels counting each other", lambda: all_counted(home, 2), 3 * TTL)
         os.mkfifo(hold)
         model.add({"text": "first answer"}, {"text": "answer to the late words"})
@@ -759,6 +746,3 @@ def test_a_message_steered_from_another_kernel_as_the_run_ends_is_still_answered
         assert model.requests[-1]["messages"][-1] == {"role": "user", "content": "late words"}
         assert len(end) == 1 and end[0]["seq"] == facts[-1]["seq"] and end[0]["body"]["status"] == "done"
         assert end[0]["meta"]["dispatch_id"] == first["dispatch_id"]
-    finally:
-        run_aos("stop", env=env_b)
-        run_aos("stop", env=env_a)
