@@ -194,6 +194,35 @@ async def test_a_queued_message_that_cannot_start_says_why_and_the_next_one_runs
     assert await kernel.store.queue_waiting() == []
 
 
+async def test_a_message_queued_in_a_session_archived_meanwhile_is_given_up_once(
+    rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """The session is archived while its dispatch runs and a message waits behind it: the
+    queued dispatch cannot start, and is given up (its row says why) rather than tried again
+    every second."""
+    gate = tmp_path / "ws" / "gate.fifo"
+    os.mkfifo(gate)
+    model.add({"bash": f"cat {gate}"}, {"text": "first done"})
+    follow = Follow()
+    async with open_connection(kernel.paths.kernel_sock, on_notification=follow.on_note) as sub:
+        await sub.call("history.subscribe", {"session": sid})
+        await call(rpc, "session.dispatch", {"session": sid, "message": "one"})
+        await follow.until(lambda f: f["kind"] == "tool.started")
+        queued = await call(rpc, "session.dispatch", {"session": sid, "message": "two", "if_busy": "queue"})
+        await call(rpc, "session.archive", {"session": sid})
+        await asyncio.to_thread(gate.write_text, "ok\n")
+        await kernel.kernel.dispatcher.wait_dispatch(sid)
+    store = kernel.store
+    row = None
+    for _ in range(200):  # the queued row is looked at once the run ends (and every second)
+        row = await store.find_dispatch_request(queued["dispatch_id"])
+        if row and row["state"] != "queued":
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row["state"] == "dropped" and "archived" in row["reason"], row
+    assert await store.queue_waiting() == []
+
+
 async def test_dispatch_get_counts_steps_while_it_runs(
     rpc: RpcConnection, kernel: Any, sid: str, model: ScriptedModel, tmp_path: Path
 ) -> None:

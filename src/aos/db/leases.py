@@ -471,12 +471,12 @@ class LeaseStore(StoreBase):
             return found, False
 
     async def find_dispatch_request(self, dispatch_id: str) -> dict[str, Any] | None:
-        """The dispatch of this id, or its queued row: ``{id, session_id, seq, state, epoch}``
-        (state ``started`` for a dispatch), or None."""
+        """The dispatch of this id, or its queued row: ``{id, session_id, seq, state, epoch,
+        reason}`` (state ``started`` for a dispatch; ``reason``: why a row was dropped), or None."""
         return await self._one(
-            "SELECT d.id, d.session_id, d.input_seq AS seq, 'started' AS state, d.epoch FROM dispatches d"
-            " WHERE d.id = %s"
-            " UNION ALL SELECT q.id, q.session_id, q.seq, q.state, h.epoch FROM dispatch_queue q"
+            "SELECT d.id, d.session_id, d.input_seq AS seq, 'started' AS state, d.epoch, NULL AS reason"
+            " FROM dispatches d WHERE d.id = %s"
+            " UNION ALL SELECT q.id, q.session_id, q.seq, q.state, h.epoch, q.reason FROM dispatch_queue q"
             " JOIN history h ON h.session_id = q.session_id AND h.seq = q.seq"
             " WHERE q.id = %s AND NOT EXISTS (SELECT 1 FROM dispatches WHERE id = %s) LIMIT 1",
             (dispatch_id, dispatch_id, dispatch_id),
@@ -521,7 +521,9 @@ class LeaseStore(StoreBase):
 
     async def drop_queued(self, dispatch_id: str, reason: str, fact: dict[str, Any]) -> bool:
         """Give a queued row up (it cannot start: its agent archived, a gate refused it), with its
-        ``message.unqueued`` fact, in one commit; False if it was no longer waiting."""
+        ``message.unqueued`` fact, in one commit (without it when its session is archived and takes
+        no fact: the row, dropped all the same, keeps the reason); False if it was no longer
+        waiting."""
         async with self.pool.connection() as conn:
             with _translate():
                 async with conn.transaction():
@@ -533,10 +535,14 @@ class LeaseStore(StoreBase):
                     row = await cur.fetchone()
                     if row is None:
                         return False
-                    await conn.execute(
-                        _APPEND_SQL,
-                        _append_params({**fact, "session_id": row["session_id"], "epoch": INBOUND}),
-                    )
+                    try:
+                        async with conn.transaction():  # a savepoint: the row is dropped anyway
+                            await conn.execute(
+                                _APPEND_SQL,
+                                _append_params({**fact, "session_id": row["session_id"], "epoch": INBOUND}),
+                            )
+                    except psycopg.Error:
+                        pass  # an archived session takes no fact; the row's reason says why
         return True
 
     async def queue_waiting(self) -> list[dict[str, Any]]:
