@@ -132,6 +132,54 @@ async def test_secrets_printed_by_a_command_are_stored_nowhere(
         refresh_secret_values()
 
 
+async def test_a_secret_printed_in_two_pieces_never_shows_live_even_in_part(
+    rpc: Any, kernel: Any, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command prints a secret value in two writes with a pause between them: a live follower
+    (the web UI, `aos chat`) sees the line up to it at once, then `***`, never a piece of it."""
+    import asyncio
+    import os
+
+    from aos.redact import refresh_secret_values
+    from aos_sdk.connection import open_connection
+
+    from .rpc import call, scripted_session
+
+    planted = "the-daemons-own-key-0123456789"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", planted)
+    refresh_secret_values()
+    try:
+        sid = await scripted_session(rpc, model.url)
+        ws = Path(kernel.paths.workspaces) / "alice"
+        ws.mkdir(parents=True)
+        os.mkfifo(ws / "gate")
+        model.add(
+            {"bash": "printf 'key: the-daemons-'; cat gate; printf 'own-key-0123456789 ok\\n'"},
+            {"text": "ok"},
+        )
+        live: list[str] = []
+        first = asyncio.Event()
+
+        def on_note(note: Any) -> None:
+            if note.method == "history.live" and note.params["event"]["type"] == "output":
+                live.append(note.params["event"]["text"])
+                first.set()
+
+        async with open_connection(kernel.paths.kernel_sock, on_notification=on_note) as sub:
+            await sub.call("history.subscribe", {"session": sid, "live": True})
+            await call(rpc, "session.dispatch", {"session": sid, "message": "go"})
+            await asyncio.wait_for(first.wait(), 30)  # the line up to the secret, while it waits
+            assert live == ["key: "]
+            await asyncio.to_thread((ws / "gate").write_text, "")
+            await asyncio.wait_for(kernel.kernel.dispatcher.wait_dispatch(sid), 30)
+            await sub.call("system.ping", {})  # what was sent before the end has arrived
+        assert "".join(live) == "key: *** ok\n", live
+        assert not any("the-daemons" in piece for piece in live)
+    finally:
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        refresh_secret_values()
+
+
 async def test_a_nul_byte_in_params_is_refused_and_wedges_nothing(rpc: Any, kernel: Any) -> None:
     from aos_sdk.errors import InvalidParams
 

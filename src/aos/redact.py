@@ -17,6 +17,8 @@ only the second (:func:`scrub_values`), so facts keep their shape:
   blocks.
 
 :func:`scrub_bytes` applies the last two to raw command output before it is stored in ``content``.
+:class:`StreamScrubber` applies them to text that arrives in pieces (live output, a model's
+streamed text), holding back what could be the start of a secret until the piece that ends it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ import os
 import re
 from typing import Any
 
-__all__ = ["SECRET", "keep_secrets", "redact", "refresh_secret_values", "scrub_bytes", "scrub_values"]
+__all__ = [
+    "SECRET",
+    "StreamScrubber",
+    "keep_secrets",
+    "redact",
+    "refresh_secret_values",
+    "scrub_bytes",
+    "scrub_values",
+]
 
 SECRET = "***"
 # Whole key names only: "api_key", "auth_token", "password" are secrets; "prompt_tokens" is not.
@@ -76,6 +86,63 @@ def _scrub(text: str) -> str:
         if any(t in text for t in triggers):
             text = rx.sub(SECRET, text)
     return text
+
+
+class StreamScrubber:
+    """Scrubs text that arrives in pieces, so that a secret split across two pieces never shows.
+
+    :meth:`feed` returns what may be shown now: everything up to the last whitespace (credential
+    shapes are runs without it), less any tail that begins a secret value, less an unfinished
+    ``-----BEGIN …`` block (a private key's lines have whitespace between them); that is held
+    until a later piece completes it, or :meth:`flush` at the end.
+    Command output thus shows line by line, a model's text word by word. A run of more than
+    ``HOLD_MAX`` characters without whitespace is let through but for its last ``HOLD_TAIL``.
+    """
+
+    HOLD_MAX = 4096
+    HOLD_TAIL = 256
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        data = self._held + text
+        cut = len(data)
+        while cut and not data[cut - 1].isspace():
+            cut -= 1
+        if len(data) - cut > self.HOLD_MAX:  # one endless word (a blob): keep only its tail back
+            cut = len(data) - self.HOLD_TAIL
+        cut = min(cut, _secret_prefix_at(data, cut))
+        begin = data.rfind("-----BEGIN", 0, cut)
+        if begin != -1 and len(data) - begin <= 16 * self.HOLD_MAX:
+            end = _PEM_END.search(data, begin)
+            if end is None or end.end() > cut:
+                cut = begin  # a key (or certificate) block not ended before the cut: all of it waits
+        out, self._held = data[:cut], data[cut:]
+        return _scrub(out) if out else ""
+
+    def flush(self) -> str:
+        """The rest, scrubbed (the text ended)."""
+        out, self._held = self._held, ""
+        return _scrub(out) if out else ""
+
+
+_PEM_END = re.compile(r"-----END[A-Z0-9 ]*-----")
+
+
+def _secret_prefix_at(data: str, cut: int) -> int:
+    """Where ``data[:cut]`` must end instead so that no secret value begun before ``cut`` is
+    cut in two (a value may hold whitespace): the start of the earliest such beginning."""
+    best = cut
+    for value in _values:
+        # A value that starts before cut and does not end by it: its beginning is a suffix of
+        # data[:cut] that continues into what follows (or is still to come).
+        for k in range(min(len(value) - 1, cut), 0, -1):
+            start = cut - k
+            if data.startswith(value[:k], start) and data[start:].startswith(value[: len(data) - start]):
+                best = min(best, start)
+                break
+    return best
 
 
 def scrub_bytes(data: bytes) -> bytes:

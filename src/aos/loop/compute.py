@@ -59,6 +59,7 @@ async def call_model(
             )
         model = str(request.get("model", model))
         t0 = time.perf_counter()
+        live_text = unit.live_text()
         try:
             reply = await unit.until_interrupted(
                 complete(
@@ -70,11 +71,15 @@ async def call_model(
                     backoff_s=spec.model_backoff_s,
                     client=spec.model_client,
                     on_retry=lambda info: unit.live("model.retry", step=spec.steps + 1, **info),
-                    on_text=unit.live_text(),
+                    on_text=live_text,
                 )
             )
+            if live_text is not None:
+                live_text.flush()
             return reply, model, tried
         except ModelError as exc:
+            if live_text is not None:
+                live_text.flush()
             hooks.event(
                 "compute.failed",
                 {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from aos_sdk.errors import AosError
 
 from ..kernel.hooks import HookError
 from ..logs import debug_enabled, get_logger
-from ..redact import scrub_values
+from ..redact import StreamScrubber
 from .compute import call_model
 from .context import Context, InvalidContext
 from .journal import Journal, SteeredLate
@@ -130,13 +129,12 @@ class ReActUnit:
             self.spec.session_id, {"type": type_, "dispatch_id": self.spec.dispatch_id, **fields}
         )
 
-    def live_text(self) -> Callable[[str], None] | None:
+    def live_text(self) -> LiveText | None:
         """The model's text as it comes, for live followers; None (no streaming at all) when
         nobody follows live."""
         if not self.dispatcher.kernel.live_wanted(self.spec.session_id):
             return None
-        step = self.spec.steps + 1
-        return lambda text: self.live("text", step=step, text=scrub_values(text))
+        return LiveText(self, self.spec.steps + 1)
 
     def stopped(self) -> Stop:
         """The :class:`Stop` an interrupt ends the loop with."""
@@ -346,3 +344,24 @@ class ReActUnit:
 def _agent_view(agent: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "name", "display_name", "model", "instructions", "workspace", "settings")
     return {k: agent.get(k) for k in keys}
+
+
+class LiveText:
+    """A model's text for live followers as it is produced, word by word, scrubbed (a secret
+    split across two pieces included: :class:`~aos.redact.StreamScrubber`)."""
+
+    def __init__(self, unit: ReActUnit, step: int) -> None:
+        self.unit = unit
+        self.step = step
+        self.scrubber = StreamScrubber()
+
+    def __call__(self, text: str) -> None:
+        self._send(self.scrubber.feed(text))
+
+    def flush(self) -> None:
+        """The answer ended (or its call failed): what was held back."""
+        self._send(self.scrubber.flush())
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.unit.live("text", step=self.step, text=text)

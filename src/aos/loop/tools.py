@@ -10,12 +10,11 @@ restart, :meth:`ToolCalls.resume_pending` finishes the calls of the last step th
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.hooks import Ask, Reject
 from ..logs import debug_enabled, get_logger
-from ..redact import scrub_values
+from ..redact import StreamScrubber
 from .model import ToolCall
 from .spec import Stop
 
@@ -101,17 +100,22 @@ class ToolCalls:
             None,
             {"call_id": call_id, "command": command, "cwd": cwd, "sandbox": "bwrap" if argv else "off"},
         )
-        res = await self.unit.shell.run(
-            command,
-            cwd,
-            env,
-            argv,
-            on_output=self.live_output(call_id),
-            timeout=self.unit.spec.bash_timeout_s,
-            cap=self.unit.spec.output_cap_bytes,
-            keep=self.unit.spec.content_cap_bytes,
-            stop=self.unit.interrupted,
-        )
+        live = self.live_output(call_id)
+        try:
+            res = await self.unit.shell.run(
+                command,
+                cwd,
+                env,
+                argv,
+                on_output=live,
+                timeout=self.unit.spec.bash_timeout_s,
+                cap=self.unit.spec.output_cap_bytes,
+                keep=self.unit.spec.content_cap_bytes,
+                stop=self.unit.interrupted,
+            )
+        finally:
+            if live is not None:
+                live.flush()
         if debug_enabled():
             log.debug(
                 "command.run",
@@ -217,31 +221,45 @@ class ToolCalls:
             else:
                 await self.call(call)
 
-    def live_output(self, call_id: str) -> Callable[[bytes], None] | None:
-        """What a command prints, as it prints it, for live followers: decoded, with secret
-        values scrubbed like the stored output, and at most the output cap of it (the
-        ``tool.result`` has the rest). None when nobody follows live, here or on another kernel:
-        nothing is done per chunk. A follower elsewhere is asked of each chunk (a dict lookup),
-        so one whose watch arrives while the command runs gets the rest of its output."""
+    def live_output(self, call_id: str) -> LiveOutput | None:
+        """What a command prints, as it prints it, for live followers (see :class:`LiveOutput`).
+        None when nobody follows live, here or on another kernel: nothing is done per chunk."""
         kernel = self.unit.dispatcher.kernel
-        sid = self.unit.spec.session_id
-        if not kernel.live_wanted(sid) and kernel.peers.count <= 0:
+        if not kernel.live_wanted(self.unit.spec.session_id) and kernel.peers.count <= 0:
             return None
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        budget = [self.unit.spec.output_cap_bytes]
+        return LiveOutput(self.unit, call_id)
 
-        def chunk(data: bytes) -> None:
-            if budget[0] <= 0 or not kernel.live_wanted(sid):
-                return
-            data = data[: budget[0]]
-            budget[0] -= len(data)
-            text = scrub_values(decoder.decode(data))
-            if budget[0] <= 0:
-                text += "\n[… more in the result]\n"
-            if text:
-                self.unit.live("output", call_id=call_id, text=text)
 
-        return chunk
+class LiveOutput:
+    """A command's output for live followers, as it prints it: decoded, scrubbed like the stored
+    output (a secret split across two chunks included: :class:`~aos.redact.StreamScrubber`), at
+    most the output cap of it (the ``tool.result`` has the rest). A follower on another kernel is
+    asked of each chunk (a dict lookup), so one whose watch arrives mid-command gets the rest."""
+
+    def __init__(self, unit: ReActUnit, call_id: str) -> None:
+        self.unit = unit
+        self.call_id = call_id
+        self.budget = unit.spec.output_cap_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.scrubber = StreamScrubber()
+
+    def __call__(self, data: bytes) -> None:
+        if self.budget <= 0:
+            return
+        data = data[: self.budget]
+        self.budget -= len(data)
+        text = self.scrubber.feed(self.decoder.decode(data))
+        if self.budget <= 0:
+            text += self.scrubber.flush() + "\n[… more in the result]\n"
+        self._send(text)
+
+    def flush(self) -> None:
+        """The command ended: what was held back (an unfinished last line)."""
+        self._send(self.scrubber.feed(self.decoder.decode(b"", final=True)) + self.scrubber.flush())
+
+    def _send(self, text: str) -> None:
+        if text and self.unit.dispatcher.kernel.live_wanted(self.unit.spec.session_id):
+            self.unit.live("output", call_id=self.call_id, text=text)
 
 
 def result_body(call_id: str, outcome: str, output: str, **extra: Any) -> dict[str, Any]:
