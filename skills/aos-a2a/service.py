@@ -222,16 +222,14 @@ async def wait_reply(
     on another kernel, whose aos-a2a wrote it there."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    after = 0  # replies already looked at (each poll reads only newer ones)
     while True:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), min(0.5, max(0.0, deadline - loop.time())))
         except TimeoutError:
-            facts = (
-                await kernel().call(
-                    "history.list", {"session": session, "limit": 10000, "kinds": ["a2a.reply"]}
-                )
-            )["facts"]
-            for f in facts:
+            params = {"session": session, "after_seq": after, "limit": 1000, "kinds": ["a2a.reply"]}
+            for f in (await kernel().call("history.list", params))["facts"]:
+                after = max(after, int(f["seq"]))
                 if str((f.get("body") or {}).get("id")) == msg_id:
                     return {k: v for k, v in f["body"].items() if k != "notice"}
             if loop.time() >= deadline:
