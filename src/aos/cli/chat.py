@@ -31,17 +31,18 @@ class Render:
         #: Calls whose output was shown live (``history.live``): their result shows only how
         #: they ended. The text of a line still being printed waits for its end.
         self._live: dict[str, str] = {}
-        #: The model's text is being shown as it comes (its fact then only ends the line).
+        #: The model's text is being shown as it comes, line by line (a line printed in pieces
+        #: would be broken by the chat's prompt, redrawn after each); its fact shows the rest.
         self._texting = False
+        self._text = ""
 
     def live(self, event: dict[str, Any]) -> None:
         """A live event: the model's text or a command's output as they come, or a model call
         being retried."""
         if event.get("type") == "text":
-            if not self._texting:
-                sys.stdout.write(f"{self.agent}> ")
-                self._texting = True
-            sys.stdout.write(str(event.get("text", "")))
+            *done, self._text = (self._text + str(event.get("text", ""))).split("\n")
+            for line in done:
+                self._say_line(line)
         elif event.get("type") == "output":
             call = str(event.get("call_id"))
             text = self._live.get(call, "") + str(event.get("text", ""))
@@ -56,12 +57,17 @@ class Render:
             )
         sys.stdout.flush()
 
+    def _say_line(self, line: str) -> None:
+        echo(line if self._texting else f"{self.agent}> {line}")
+        self._texting = True
+
     def fact(self, f: dict[str, Any]) -> None:
         kind, body = f["kind"], f.get("body") or {}
         if kind == "message" and f.get("role") == "assistant":
-            if self._texting:  # shown already, as it came
-                self._texting = False
-                echo("")
+            if self._texting or self._text:  # shown already, as it came: the rest of it
+                if self._text:
+                    self._say_line(self._text)
+                self._texting, self._text = False, ""
             elif body.get("text"):
                 echo(f"{self.agent}> {body['text']}")
         elif kind == "tool.started":

@@ -261,6 +261,9 @@ class Kernel:
             except AosError as exc:
                 log.warning("kernel.heartbeat_failed", kernel=self.id, error=exc.message)
                 await asyncio.sleep(min(1.0, interval))
+            except Exception:  # never let the heartbeat die: the others would take a live kernel for dead
+                log.exception("kernel.heartbeat_failed", kernel=self.id)
+                await asyncio.sleep(min(1.0, interval))
 
     # -- sandbox -------------------------------------------------------------------------------
 

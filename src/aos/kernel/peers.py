@@ -63,7 +63,15 @@ class Peers:
         waiting unit may be theirs), ``interrupt <session> <reason>`` (its unit may be theirs),
         ``queued <session>`` (a dispatch was queued: whoever frees the session starts it),
         ``steer <session> <seq>`` (a message was steered into their unit of that session)."""
-        self._control.append(_fit(" ".join((kind, *words)), _PAYLOAD_MAX - 20))
+        self._queue(_fit(" ".join((kind, *words)), _PAYLOAD_MAX - 20))
+
+    def _queue(self, message: str) -> None:
+        """A control message (or live event), after the facts stored before it: the others hear
+        them in that order (a command's output after its ``tool.started``, text before the answer)."""
+        if self._pending:
+            self._control.extend(f"fact {sid} {seq}" for sid, seq in self._pending.items())
+            self._pending = {}
+        self._control.append(message)
         self._wake.set()
 
     def watched(self, session_id: str) -> bool:
@@ -92,8 +100,7 @@ class Peers:
                 over = len(data) - room
         if len(data) > room:
             return  # no text to cut: an event this big is not live progress worth a payload
-        self._control.append(head + data)
-        self._wake.set()
+        self._queue(head + data)
 
     def stored(self, session_id: str, seq: int) -> None:
         """A fact was stored (and committed) here: announce it to the other kernels."""
@@ -111,10 +118,10 @@ class Peers:
                 await self._wake.wait()
                 await asyncio.sleep(_COALESCE_S)
                 self._wake.clear()
-                batch, self._pending = self._pending, {}
                 control, self._control = self._control, []
-                payloads = [f"{self.kernel.id} fact {sid} {seq}" for sid, seq in batch.items()]
-                payloads += [f"{self.kernel.id} {c}" for c in control]
+                batch, self._pending = self._pending, {}
+                payloads = [f"{self.kernel.id} {c}" for c in control]  # in the order they came
+                payloads += [f"{self.kernel.id} fact {sid} {seq}" for sid, seq in batch.items()]
                 try:
                     if conn is None or conn.closed or conn.broken:
                         conn = await psycopg.AsyncConnection.connect(self.kernel.store.dsn, autocommit=True)
