@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--per-session", type=int, default=5)
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--ttl", type=int, default=3, help="limits.lease_ttl_s of both kernels")
+    ap.add_argument("--ttl", type=int, default=3, help="limits.lease_ttl_s of every kernel")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="aos-kernels-"))
     pg = EmbeddedPostgres(base / "pg", base / "pg.log")
